@@ -1,0 +1,2 @@
+"""wsss_project."""
+__version__ = "0.1.0"
