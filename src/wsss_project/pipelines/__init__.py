@@ -1,1 +1,1 @@
-"""pipelines."""
+"""Kedro pipelines, one folder each."""

@@ -1,0 +1,157 @@
+"""Nodes of data_preparation: read or generate scenes, split them, tile them, label the tiles."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from wsss_project.imagery.labels import IGNORE_INDEX, image_level_labels, split_scenes
+from wsss_project.imagery.readers import find_scene_files, read_image, read_mask
+from wsss_project.imagery.synthetic import generate_scene
+from wsss_project.imagery.tiling import cut_tile, tile_windows
+
+logger = logging.getLogger(__name__)
+
+SYNTHETIC_SOURCE = "synthetic"
+FALLBACK_SOURCE = "folder"
+
+
+@dataclass
+class Scene:
+    """One input image with its class-index mask and georeferencing metadata."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def tile_id_for(scene_id: str, row: int, col: int) -> str:
+    """The contract's tile key: `<scene_id>__<row>_<col>`."""
+    return f"{scene_id}__{row}_{col}"
+
+
+def _source_of(scene_id: str, pattern: str | None) -> str:
+    match = re.match(pattern, scene_id) if pattern else None
+    return match.group(1).lower() if match else FALLBACK_SOURCE
+
+
+def _synthetic_scenes(params: dict, seed: int) -> dict[str, Scene]:
+    cfg = params["synthetic"]
+    n_scenes = int(cfg["n_scenes"])
+    if n_scenes < 2:
+        raise ValueError(f"parameter `data.synthetic.n_scenes` must be >= 2 (train and test), got {n_scenes}")
+    scenes = {}
+    started = time.perf_counter()
+    for index in range(n_scenes):
+        image, mask = generate_scene(seed + index, int(cfg["height"]), int(cfg["width"]), cfg.get("generator") or {})
+        scenes[f"synthetic_{index:04d}"] = Scene(image, mask, SYNTHETIC_SOURCE)
+    logger.info(
+        "Generated %d synthetic scenes of %dx%d in %.1f s",
+        n_scenes, cfg["height"], cfg["width"], time.perf_counter() - started,
+    )
+    return scenes
+
+
+def _folder_scenes(params: dict, n_classes: int) -> dict[str, Scene]:
+    cfg = params["folder"]
+    if not cfg.get("images_dir"):
+        raise ValueError("parameter `data.folder.images_dir` must be set when data.source is 'folder'")
+    if not cfg.get("masks_dir"):
+        raise ValueError(
+            "parameter `data.folder.masks_dir` must be set: masks give the tiles their image-level labels"
+        )
+    class_values = list(cfg["mask_class_values"])
+    palette = cfg.get("mask_palette")
+    expected = len(palette) if palette else len(class_values)
+    if expected != n_classes:
+        name = "mask_palette" if palette else "mask_class_values"
+        raise ValueError(f"parameter `data.folder.{name}` has {expected} entries for {n_classes} classes")
+    files = find_scene_files(cfg["images_dir"], cfg["masks_dir"], cfg["extensions"])
+    scenes = {}
+    started = time.perf_counter()
+    for number, scene_file in enumerate(files, start=1):
+        image, meta = read_image(scene_file.image_path)
+        mask = read_mask(scene_file.mask_path, image.shape[:2], class_values, palette)
+        meta = {**meta, "image_path": str(scene_file.image_path)}
+        scenes[scene_file.scene_id] = Scene(
+            image, mask, _source_of(scene_file.scene_id, cfg.get("source_pattern")), meta
+        )
+        if number % 10 == 0 or number == len(files):
+            logger.info("Read %d/%d scenes (%.1f scenes/s)", number, len(files), number / (time.perf_counter() - started))
+    return scenes
+
+
+def load_scenes(data: dict, classes: list[str], seed: int) -> dict[str, Scene]:
+    """Generate the synthetic scenes or read a folder of imagery, by `data.source`.
+
+    Everything is read and checked before anything is returned, so bad input fails before any
+    output is written.
+    """
+    source = data["source"]
+    if source == "synthetic":
+        return _synthetic_scenes(data, seed)
+    if source == "folder":
+        return _folder_scenes(data, len(classes))
+    raise ValueError(f"parameter `data.source` must be 'synthetic' or 'folder', got {source!r}")
+
+
+def split_scene_table(scenes_raw: dict[str, Scene], data: dict, seed: int) -> pd.DataFrame:
+    """One row per scene: id, source, size, georeferencing and its seeded train/test split."""
+    table = pd.DataFrame(
+        {
+            "scene_id": list(scenes_raw),
+            "source": [s.source for s in scenes_raw.values()],
+            "height": [s.image.shape[0] for s in scenes_raw.values()],
+            "width": [s.image.shape[1] for s in scenes_raw.values()],
+            "crs": [s.meta.get("crs") for s in scenes_raw.values()],
+            "transform": [json.dumps(s.meta.get("transform")) for s in scenes_raw.values()],
+        }
+    )
+    split = split_scenes(table, float(data["split"]["test_fraction"]), seed)
+    table["split"] = table["scene_id"].map(split)
+    counts = table.groupby(["source", "split"]).size().to_dict()
+    logger.info("Scene split by source: %s", counts)
+    return table.sort_values("scene_id").reset_index(drop=True)
+
+
+def tile_scenes(
+    scenes_raw: dict[str, Scene], scenes: pd.DataFrame, data: dict, classes: list[str]
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Cut train scenes into overlapping tiles and test scenes into non-overlapping ones.
+
+    Returns the tile index (with one 0/1 image-level label column per class), the RGB tiles and
+    the class-index tile masks (padding marked 255 = ignore).
+    """
+    tile_size = int(data["tile_size"])
+    min_fraction = float(data["label_min_fraction"])
+    if not 0.0 < min_fraction <= 1.0:
+        raise ValueError(f"parameter `data.label_min_fraction` must be in (0, 1], got {min_fraction}")
+    rows, tiles, masks = [], {}, {}
+    for scene in scenes.itertuples(index=False):
+        raw = scenes_raw[scene.scene_id]
+        overlap = float(data["overlap"]) if scene.split == "train" else 0.0
+        for window in tile_windows(scene.height, scene.width, tile_size, overlap):
+            tile_id = tile_id_for(scene.scene_id, window.row, window.col)
+            tiles[tile_id] = cut_tile(raw.image, window, tile_size)
+            masks[tile_id] = cut_tile(raw.mask, window, tile_size, pad_value=IGNORE_INDEX)
+            labels = image_level_labels(masks[tile_id], len(classes), min_fraction)
+            rows.append(
+                {
+                    "tile_id": tile_id, "scene_id": scene.scene_id, "source": scene.source,
+                    "row": window.row, "col": window.col,
+                    "height": window.height, "width": window.width, "split": scene.split,
+                    **{name: int(labels[k]) for k, name in enumerate(classes)},
+                }
+            )
+    index = pd.DataFrame(rows)
+    summary = index.groupby("split")[classes].agg(["sum", "count"])
+    logger.info("Tiled %d scenes into %d tiles; positives per split:\n%s", len(scenes), len(index), summary)
+    return index, tiles, masks

@@ -1,0 +1,261 @@
+"""Report figures after APSAM: sample panels (Fig. 4), stage bars (Table I), threshold
+curve (Fig. 5) and prompt ablation bars (Table II).
+
+Every function builds a :class:`matplotlib.figure.Figure` on an Agg canvas directly,
+without pyplot: no global figure registry, no GUI backend, nothing to ``show`` and nothing
+the caller must close (the figure is freed with its last reference). Save with
+``fig.savefig(path)`` or kedro-datasets' ``matplotlib.MatplotlibWriter``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+IGNORE_INDEX = 255
+IGNORE_COLOUR = (0.5, 0.5, 0.5)
+BACKGROUND_COLOUR = (0.0, 0.0, 0.0)
+CLASS_COLORMAP = "tab10"
+CAM_COLORMAP = "jet"
+CAM_ALPHA = 0.5
+CAM_MAX = 255
+BOX_COLOUR = "white"
+POINT_COLOUR = "magenta"
+POINT_MARKER = "*"
+POINT_SIZE = 80
+PANEL_SIZE = 2.5
+BAR_FIGSIZE = (9.0, 4.5)
+CURVE_FIGSIZE = (7.0, 4.5)
+BAR_GROUP_WIDTH = 0.8
+ANNOTATION_FONTSIZE = 7
+PERCENT = 100.0
+
+METRIC_KEYS = ("oa", "precision", "recall", "f1", "iou")
+METRIC_LABELS = {"oa": "OA", "precision": "Precision", "recall": "Recall", "f1": "F1", "iou": "IoU"}
+STAGE_ORDER = ("cam_threshold", "pseudo_labels", "prediction")
+
+
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    """A pyplot-free figure with an Agg canvas attached (so savefig needs no backend)."""
+    figure = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def colourise_mask(
+    mask: np.ndarray,
+    ignore_index: int = IGNORE_INDEX,
+    class_colormap: str = CLASS_COLORMAP,
+) -> np.ndarray:
+    """``(H, W)`` class-index mask to ``(H, W, 3)`` float RGB: background black, ignore grey.
+
+    Class ``c >= 1`` takes colour ``c - 1`` of a qualitative colormap, so a binary
+    landslide mask shows one colour on black.
+    """
+    palette = colormaps[class_colormap]
+    rgb = np.zeros((*mask.shape, 3), dtype=float)
+    rgb[:] = BACKGROUND_COLOUR
+    for class_index in np.unique(mask):
+        if class_index == ignore_index:
+            colour = IGNORE_COLOUR
+        elif class_index == 0:
+            continue
+        else:
+            colour = palette((int(class_index) - 1) % palette.N)[:3]
+        rgb[mask == class_index] = colour
+    return rgb
+
+
+def _draw_prompts(ax: Any, prompts: pd.DataFrame | None) -> None:
+    """Boxes as rectangles, points as markers; NaN points (``m00 == 0``) are skipped."""
+    if prompts is None or len(prompts) == 0:
+        return
+    for row in prompts.itertuples(index=False):
+        # boundingRect is in pixel indices; pixel edges sit half a pixel outside them.
+        ax.add_patch(
+            Rectangle(
+                (row.x0 - 0.5, row.y0 - 0.5),
+                row.w,
+                row.h,
+                fill=False,
+                edgecolor=BOX_COLOUR,
+                linewidth=1.5,
+            )
+        )
+    points = prompts[["px", "py"]].dropna()
+    ax.scatter(
+        points["px"],
+        points["py"],
+        marker=POINT_MARKER,
+        s=POINT_SIZE,
+        c=POINT_COLOUR,
+        edgecolors="black",
+        linewidths=0.5,
+    )
+
+
+def sample_panels(
+    samples: Sequence[Mapping[str, Any]],
+    ignore_index: int = IGNORE_INDEX,
+    cam_alpha: float = CAM_ALPHA,
+    panel_size: float = PANEL_SIZE,
+) -> Figure:
+    """APSAM Fig. 4 style grid: one row per tile.
+
+    Columns: image, ground truth, CAM (jet, over the image) with box and point prompts,
+    pseudo-mask, and prediction, the last only if some sample has one. Each sample has
+    keys tile_id, image, gt, cam, prompts (rows of the prompts table), pseudo, prediction.
+    """
+    if not samples:
+        raise ValueError("sample_panels needs at least one sample")
+    with_prediction = any(sample.get("prediction") is not None for sample in samples)
+    titles = ["image", "ground truth", "CAM + prompts", "pseudo-mask"]
+    titles += ["prediction"] if with_prediction else []
+
+    figure = _new_figure((panel_size * len(titles), panel_size * len(samples)))
+    axes = figure.subplots(len(samples), len(titles), squeeze=False)
+    for row_axes, sample in zip(axes, samples, strict=True):
+        row_axes[0].imshow(sample["image"])
+        row_axes[1].imshow(colourise_mask(sample["gt"], ignore_index), interpolation="nearest")
+        row_axes[2].imshow(sample["image"])
+        row_axes[2].imshow(
+            sample["cam"], cmap=CAM_COLORMAP, vmin=0, vmax=CAM_MAX, alpha=cam_alpha
+        )
+        _draw_prompts(row_axes[2], sample.get("prompts"))
+        row_axes[3].imshow(colourise_mask(sample["pseudo"], ignore_index), interpolation="nearest")
+        if with_prediction:
+            prediction = sample.get("prediction")
+            if prediction is None:
+                row_axes[4].text(0.5, 0.5, "n/a", ha="center", va="center")
+            else:
+                row_axes[4].imshow(colourise_mask(prediction, ignore_index), interpolation="nearest")
+        row_axes[0].set_ylabel(str(sample["tile_id"]), fontsize="small")
+        for ax in row_axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax, title in zip(axes[0], titles, strict=True):
+        ax.set_title(title)
+    return figure
+
+
+def _grouped_bars(
+    ax: Any,
+    series: Mapping[str, Mapping[str, float]],
+    metric_keys: Sequence[str],
+    as_percent: bool,
+) -> None:
+    """One group per metric, one bar per series, values written on the bars."""
+    scale = PERCENT if as_percent else 1.0
+    centres = np.arange(len(metric_keys))
+    width = BAR_GROUP_WIDTH / max(len(series), 1)
+    for index, (name, values) in enumerate(series.items()):
+        heights = [scale * float(values.get(key, np.nan)) for key in metric_keys]
+        offset = (index - (len(series) - 1) / 2) * width
+        bars = ax.bar(centres + offset, heights, width, label=name)
+        labels = ["" if np.isnan(height) else f"{height:.1f}" for height in heights]
+        ax.bar_label(bars, labels=labels, fontsize=ANNOTATION_FONTSIZE, padding=1)
+    ax.set_xticks(centres, [METRIC_LABELS.get(key, key) for key in metric_keys])
+    ax.set_ylabel("%" if as_percent else "score")
+    ax.set_ylim(0, scale * 1.1)
+    ax.legend(fontsize="small", loc="lower left")
+
+
+def _ordered_stages(metrics: Mapping[str, Any]) -> list[str]:
+    """Known stages in pipeline order, then any other stage in the order given."""
+    stages = [name for name, value in metrics.items() if isinstance(value, Mapping)]
+    known = [name for name in STAGE_ORDER if name in stages]
+    return known + [name for name in stages if name not in STAGE_ORDER]
+
+
+def stage_comparison(
+    metrics: Mapping[str, Mapping[str, Any]],
+    metric_keys: Sequence[str] = METRIC_KEYS,
+    as_percent: bool = True,
+) -> Figure:
+    """APSAM Table I as grouped bars: OA, precision, recall, F1, IoU of each stage.
+
+    ``metrics`` is the ``metrics`` dataset, ``{stage: {oa, precision, ...}}``; non-dict
+    entries are skipped and a missing metric leaves a gap.
+    """
+    series = {stage: metrics[stage] for stage in _ordered_stages(metrics)}
+    if not series:
+        raise ValueError("stage_comparison needs at least one stage of metrics")
+    figure = _new_figure(BAR_FIGSIZE)
+    ax = figure.subplots()
+    _grouped_bars(ax, series, metric_keys, as_percent)
+    ax.set_title("Metrics per stage")
+    return figure
+
+
+def threshold_curve(
+    table: pd.DataFrame,
+    best_by: str = "iou",
+    as_percent: bool = True,
+) -> Figure:
+    """APSAM Fig. 5: IoU and F1 against the threshold T, best T marked.
+
+    ``table`` has columns T, iou, f1 and optionally n_prompts, drawn on a second y-axis.
+    """
+    missing = {"T", "iou", "f1", best_by} - set(table.columns)
+    if missing:
+        raise ValueError(f"threshold table lacks columns {sorted(missing)}")
+    if table.empty:
+        raise ValueError("threshold table is empty")
+    scale = PERCENT if as_percent else 1.0
+    table = table.sort_values("T")
+    figure = _new_figure(CURVE_FIGSIZE)
+    ax = figure.subplots()
+    for key in ("iou", "f1"):
+        ax.plot(table["T"], scale * table[key], marker="o", label=METRIC_LABELS[key])
+
+    best = table.loc[table[best_by].idxmax()]
+    ax.axvline(best["T"], color="grey", linestyle="--", linewidth=1)
+    ax.scatter(
+        [best["T"]], [scale * best[best_by]], s=POINT_SIZE, c="red", zorder=3,
+        label=f"best T = {best['T']:g} ({METRIC_LABELS.get(best_by, best_by)})",
+    )  # fmt: skip
+    ax.set_xlabel("threshold T")
+    ax.set_ylabel("%" if as_percent else "score")
+    handles, labels = ax.get_legend_handles_labels()
+
+    if "n_prompts" in table.columns:
+        twin = ax.twinx()
+        twin.plot(
+            table["T"], table["n_prompts"], color="grey", linestyle=":", marker="s",
+            label="prompts",
+        )  # fmt: skip
+        twin.set_ylabel("number of prompts")
+        twin_handles, twin_labels = twin.get_legend_handles_labels()
+        handles, labels = handles + twin_handles, labels + twin_labels
+    ax.legend(handles, labels, fontsize="small", loc="lower center")
+    ax.set_title("Parameter analysis of the threshold T")
+    return figure
+
+
+def prompt_ablation_bars(
+    table: pd.DataFrame,
+    metric_keys: Sequence[str] = METRIC_KEYS,
+    as_percent: bool = True,
+) -> Figure:
+    """APSAM Table II as grouped bars: one bar per prompt mode (points, boxes, both)."""
+    missing = {"prompt_mode", *metric_keys} - set(table.columns)
+    if missing:
+        raise ValueError(f"prompt ablation table lacks columns {sorted(missing)}")
+    series = {
+        str(row["prompt_mode"]): {key: row[key] for key in metric_keys}
+        for _, row in table.iterrows()
+    }
+    if not series:
+        raise ValueError("prompt ablation table is empty")
+    figure = _new_figure(BAR_FIGSIZE)
+    ax = figure.subplots()
+    _grouped_bars(ax, series, metric_keys, as_percent)
+    ax.set_title("Prompt ablation")
+    return figure
