@@ -81,7 +81,9 @@ def _validate(heatmap: np.ndarray, threshold: int, retrieval: str) -> None:
         raise ValueError(f"heatmap must be a 2-D uint8 array, got shape {shape} dtype {dtype}")
     # bool is an int subclass; a True threshold is a configuration mistake, not T = 1.
     if isinstance(threshold, bool) or not isinstance(threshold, int | np.integer):
-        raise ValueError(f"{THRESHOLD_PARAM} must be an int in [0, {HEATMAP_MAX}], got {threshold!r}")
+        raise ValueError(
+            f"{THRESHOLD_PARAM} must be an int in [0, {HEATMAP_MAX}], got {threshold!r}"
+        )
     if not 0 <= threshold <= HEATMAP_MAX:
         raise ValueError(f"{THRESHOLD_PARAM} must be in [0, {HEATMAP_MAX}], got {threshold}")
     if retrieval not in RETRIEVAL_MODES:

@@ -27,6 +27,7 @@ CAM_COLORMAP = "jet"
 CAM_ALPHA = 0.5
 CAM_MAX = 255
 BOX_COLOUR = "white"
+BOX_LINEWIDTH = 1.5
 POINT_COLOUR = "magenta"
 POINT_MARKER = "*"
 POINT_SIZE = 80
@@ -86,7 +87,7 @@ def _draw_prompts(ax: Any, prompts: pd.DataFrame | None) -> None:
                 row.h,
                 fill=False,
                 edgecolor=BOX_COLOUR,
-                linewidth=1.5,
+                linewidth=BOX_LINEWIDTH,
             )
         )
     points = prompts[["px", "py"]].dropna()
@@ -125,9 +126,7 @@ def sample_panels(
         row_axes[0].imshow(sample["image"])
         row_axes[1].imshow(colourise_mask(sample["gt"], ignore_index), interpolation="nearest")
         row_axes[2].imshow(sample["image"])
-        row_axes[2].imshow(
-            sample["cam"], cmap=CAM_COLORMAP, vmin=0, vmax=CAM_MAX, alpha=cam_alpha
-        )
+        row_axes[2].imshow(sample["cam"], cmap=CAM_COLORMAP, vmin=0, vmax=CAM_MAX, alpha=cam_alpha)
         _draw_prompts(row_axes[2], sample.get("prompts"))
         row_axes[3].imshow(colourise_mask(sample["pseudo"], ignore_index), interpolation="nearest")
         if with_prediction:
@@ -135,7 +134,9 @@ def sample_panels(
             if prediction is None:
                 row_axes[4].text(0.5, 0.5, "n/a", ha="center", va="center")
             else:
-                row_axes[4].imshow(colourise_mask(prediction, ignore_index), interpolation="nearest")
+                row_axes[4].imshow(
+                    colourise_mask(prediction, ignore_index), interpolation="nearest"
+                )
         row_axes[0].set_ylabel(str(sample["tile_id"]), fontsize="small")
         for ax in row_axes:
             ax.set_xticks([])
@@ -164,7 +165,8 @@ def _grouped_bars(
     ax.set_xticks(centres, [METRIC_LABELS.get(key, key) for key in metric_keys])
     ax.set_ylabel("%" if as_percent else "score")
     ax.set_ylim(0, scale * 1.1)
-    ax.legend(fontsize="small", loc="lower left")
+    # outside the axes, so that the legend never hides a bar
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def _ordered_stages(metrics: Mapping[str, Any]) -> list[str]:
@@ -218,9 +220,13 @@ def threshold_curve(
     best = table.loc[table[best_by].idxmax()]
     ax.axvline(best["T"], color="grey", linestyle="--", linewidth=1)
     ax.scatter(
-        [best["T"]], [scale * best[best_by]], s=POINT_SIZE, c="red", zorder=3,
+        [best["T"]],
+        [scale * best[best_by]],
+        s=POINT_SIZE,
+        c="red",
+        zorder=3,
         label=f"best T = {best['T']:g} ({METRIC_LABELS.get(best_by, best_by)})",
-    )  # fmt: skip
+    )
     ax.set_xlabel("threshold T")
     ax.set_ylabel("%" if as_percent else "score")
     handles, labels = ax.get_legend_handles_labels()
@@ -228,13 +234,18 @@ def threshold_curve(
     if "n_prompts" in table.columns:
         twin = ax.twinx()
         twin.plot(
-            table["T"], table["n_prompts"], color="grey", linestyle=":", marker="s",
+            table["T"],
+            table["n_prompts"],
+            color="grey",
+            linestyle=":",
+            marker="s",
             label="prompts",
-        )  # fmt: skip
+        )
         twin.set_ylabel("number of prompts")
         twin_handles, twin_labels = twin.get_legend_handles_labels()
         handles, labels = handles + twin_handles, labels + twin_labels
-    ax.legend(handles, labels, fontsize="small", loc="lower center")
+    # below the plot (constrained layout makes room), so it hides no curve
+    figure.legend(handles, labels, fontsize="small", loc="outside lower center", ncols=len(labels))
     ax.set_title("Parameter analysis of the threshold T")
     return figure
 
