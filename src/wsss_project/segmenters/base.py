@@ -52,6 +52,9 @@ class ImageState:
     def to_npz_dict(self) -> dict[str, np.ndarray]:
         """Flatten into a dict that ``np.savez`` can write (no pickled objects)."""
         flat = {f"{_ARRAY_PREFIX}{name}": np.asarray(value) for name, value in self.arrays.items()}
+        pickled = [name for name, value in flat.items() if value.dtype.hasobject]
+        if pickled:
+            raise ValueError(f"ImageState arrays must be numeric, not objects: {pickled}")
         flat[_SHAPE_KEY] = np.asarray(self.image_shape, dtype=np.int64)
         return flat
 

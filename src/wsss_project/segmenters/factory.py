@@ -1,0 +1,72 @@
+"""Choose and build the promptable segmenter from the ``sam_labeling`` parameters."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from wsss_project.utils.device import resolve_device
+
+from .base import PromptableSegmenter
+
+logger = logging.getLogger(__name__)
+
+SEGMENTERS = ("auto", "sam", "grabcut")
+
+
+def _section(params: dict[str, Any], key: str) -> dict[str, Any]:
+    try:
+        return params[key]
+    except KeyError as err:
+        raise KeyError(f"missing parameter `sam_labeling.{key}`") from err
+
+
+def build_segmenter(params: dict[str, Any], device: torch.device | str) -> PromptableSegmenter:
+    """Build the segmenter named by ``params["segmenter"]`` (auto | sam | grabcut).
+
+    Args:
+        params: the ``sam_labeling`` parameters: ``segmenter``, ``sam`` (``checkpoint``,
+            ``model_type``, ``multimask_output``) and ``grabcut`` (see
+            :class:`~wsss_project.segmenters.grabcut.GrabCutSegmenter`).
+        device: a torch.device or a ``device`` parameter (auto | cpu | cuda | cuda:N).
+
+    ``auto`` means ``sam`` when ``sam.checkpoint`` is set, else the weight-free ``grabcut``
+    (announced with a warning). A configured checkpoint that does not exist is an error, never a
+    silent fallback.
+    """
+    choice = _section(params, "segmenter")
+    if choice not in SEGMENTERS:
+        raise ValueError(
+            f"parameter `sam_labeling.segmenter` must be one of {list(SEGMENTERS)}, got {choice!r}"
+        )
+    if choice == "auto":
+        checkpoint = _section(params, "sam").get("checkpoint")
+        if checkpoint is None:
+            logger.warning(
+                "No SAM checkpoint configured (sam_labeling.sam.checkpoint): "
+                "using the weight-free GrabCut stand-in"
+            )
+            choice = "grabcut"
+        else:
+            choice = "sam"
+    if choice == "grabcut":
+        from .grabcut import GrabCutSegmenter
+
+        logger.info("Segmenter: GrabCut")
+        return GrabCutSegmenter(_section(params, "grabcut"))
+
+    from wsss_project.foundation.sam import load_sam
+
+    from .sam import SamSegmenter
+
+    sam_params = _section(params, "sam")
+    for key in ("checkpoint", "model_type"):
+        if key not in sam_params:
+            raise KeyError(f"missing parameter `sam_labeling.sam.{key}`")
+    if not isinstance(device, torch.device):
+        device = resolve_device(device)
+    model = load_sam(sam_params["model_type"], sam_params["checkpoint"], device)
+    logger.info("Segmenter: SAM %s on %s", sam_params["model_type"], device)
+    return SamSegmenter(model, device, sam_params)

@@ -1,0 +1,187 @@
+"""SamSegmenter on a tiny random-weight SAM built from segment_anything's own modules."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from segment_anything.modeling import (
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
+)
+
+from wsss_project.segmenters.base import prompts_for_mode
+from wsss_project.segmenters.cache import EmbeddingCache, checkpoint_fingerprint
+from wsss_project.segmenters.sam import SamSegmenter
+
+IMG_SIZE = 128  # SAM input side (ResizeLongestSide target)
+PATCH = 16
+EMBED_DIM = 32
+TILE = 96  # tiles are resized up to IMG_SIZE, as 256-px tiles are to 1024 in the real model
+SAM_PARAMS = {"multimask_output": True}
+DEVICE = torch.device("cpu")
+
+
+def build_tiny_sam(seed: int = 0) -> Sam:
+    """SAM's architecture, tiny: 2 ViT blocks of width 32, one decoder block."""
+    torch.manual_seed(seed)
+    grid = IMG_SIZE // PATCH
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=IMG_SIZE,
+            patch_size=PATCH,
+            embed_dim=EMBED_DIM,
+            depth=2,
+            num_heads=2,
+            mlp_ratio=2.0,
+            out_chans=EMBED_DIM,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=4,
+            global_attn_indexes=(1,),
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=EMBED_DIM,
+            image_embedding_size=(grid, grid),
+            input_image_size=(IMG_SIZE, IMG_SIZE),
+            mask_in_chans=4,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=1, embedding_dim=EMBED_DIM, mlp_dim=64, num_heads=2
+            ),
+            transformer_dim=EMBED_DIM,
+            iou_head_depth=2,
+            iou_head_hidden_dim=32,
+        ),
+    )
+    return sam.eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tiny_sam") / "tiny_sam.pth"
+    torch.save(build_tiny_sam().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def segmenter(checkpoint) -> SamSegmenter:
+    model = build_tiny_sam(seed=1)  # different init: the weights must come from the file
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    return SamSegmenter(model, DEVICE, SAM_PARAMS)
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (TILE, TILE, 3), dtype=np.uint8)
+
+
+BOXES_XYWH = np.array([[5, 5, 30, 20], [40, 40, 50, 50], [0, 60, 20, 30]], dtype=np.float64)
+POINTS = np.array([[20, 15], [65, 65], [np.nan, np.nan]])
+
+
+def test_embed_state(segmenter, image):
+    state = segmenter.embed(image)
+    grid = IMG_SIZE // PATCH
+    assert state.arrays["embedding"].shape == (1, EMBED_DIM, grid, grid)
+    assert state.arrays["embedding"].dtype == np.float32
+    assert state.arrays["original_size"].tolist() == [TILE, TILE]
+    assert state.arrays["input_size"].tolist() == [IMG_SIZE, IMG_SIZE]
+    assert state.image_shape == (TILE, TILE, 3)
+
+
+def test_embedding_matches_sam_predictor(segmenter, image):
+    from segment_anything import SamPredictor
+
+    predictor = SamPredictor(segmenter.model)
+    predictor.set_image(image)
+    expected = predictor.get_image_embedding().numpy()
+    np.testing.assert_allclose(segmenter.embed(image).arrays["embedding"], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["point_box", "box", "point"])
+def test_one_batched_call_returns_k_masks(segmenter, image, mode, monkeypatch):
+    state = segmenter.embed(image)
+    boxes, points, kept = prompts_for_mode(BOXES_XYWH, POINTS, mode)
+    calls = []
+    original = segmenter.predictor.predict_torch
+    monkeypatch.setattr(
+        segmenter.predictor,
+        "predict_torch",
+        lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs),
+    )
+    masks, scores = segmenter.segment(state, boxes, points)
+    expected_k = 2 if mode == "point" else 3
+    assert len(kept) == expected_k
+    assert masks.shape == (expected_k, TILE, TILE) and masks.dtype == bool
+    assert scores.shape == (expected_k,) and scores.dtype == np.float32
+    assert len(calls) == 1
+
+
+def test_matches_sam_predictor_per_prompt(segmenter, image):
+    """The batched call equals SamPredictor.predict on each prompt (best of 3 by IoU)."""
+    from segment_anything import SamPredictor
+
+    predictor = SamPredictor(segmenter.model)
+    predictor.set_image(image)
+    boxes, points, _ = prompts_for_mode(BOXES_XYWH[:2], POINTS[:2], "point_box")
+    masks, scores = segmenter.segment(segmenter.embed(image), boxes, points)
+    for k in range(2):
+        ref_masks, ref_scores, _ = predictor.predict(
+            point_coords=points[k : k + 1], point_labels=np.array([1]), box=boxes[k]
+        )
+        best = int(np.argmax(ref_scores))
+        assert np.isclose(scores[k], ref_scores[best], atol=1e-5)
+        assert (masks[k] != ref_masks[best]).mean() < 1e-3
+
+
+def test_nan_point_uses_not_a_point_padding(segmenter, image):
+    """A NaN point in point_box mode behaves like SAM's own padding point (label -1)."""
+    from segment_anything import SamPredictor
+
+    predictor = SamPredictor(segmenter.model)
+    predictor.set_image(image)
+    boxes, points, _ = prompts_for_mode(BOXES_XYWH, POINTS, "point_box")
+    masks, scores = segmenter.segment(segmenter.embed(image), boxes, points)
+    ref_masks, ref_scores, _ = predictor.predict(
+        point_coords=np.zeros((1, 2)), point_labels=np.array([-1]), box=boxes[2]
+    )
+    best = int(np.argmax(ref_scores))
+    assert np.isclose(scores[2], ref_scores[best], atol=1e-5)
+    assert (masks[2] != ref_masks[best]).mean() < 1e-3
+
+
+def test_cached_state_gives_the_same_masks(segmenter, image, checkpoint, tmp_path):
+    cache = EmbeddingCache(tmp_path, checkpoint_fingerprint(checkpoint, "tiny"))
+    boxes, points, _ = prompts_for_mode(BOXES_XYWH, POINTS, "point_box")
+    fresh = segmenter.segment(segmenter.embed(image), boxes, points)
+    cache.get_or_compute(image, segmenter.embed)
+    cached_state = cache.get_or_compute(image, segmenter.embed)
+    assert (cache.hits, cache.misses) == (1, 1)
+    cached = segmenter.segment(cached_state, boxes, points)
+    np.testing.assert_array_equal(cached[0], fresh[0])
+    np.testing.assert_array_equal(cached[1], fresh[1])
+
+
+def test_no_prompts(segmenter, image):
+    masks, scores = segmenter.segment(segmenter.embed(image), np.zeros((0, 4)), None)
+    assert masks.shape == (0, TILE, TILE) and scores.shape == (0,)
+
+
+def test_point_mode_rejects_nan_points(segmenter, image):
+    with pytest.raises(ValueError, match="NaN"):
+        segmenter.segment(segmenter.embed(image), None, POINTS)
+
+
+def test_missing_param_names_the_key():
+    with pytest.raises(KeyError, match="sam_labeling.sam.multimask_output"):
+        SamSegmenter(build_tiny_sam(), DEVICE, {})
