@@ -137,17 +137,18 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> int:
             state = state[wrapper]
     state = {k.removeprefix("module."): v for k, v in state.items()}
 
-    own = model.state_dict()
-    matched = {
+    own = {
         k: v
-        for k, v in state.items()
-        if k in own and not k.startswith("head.") and tuple(v.shape) == tuple(own[k].shape)
+        for k, v in model.state_dict().items()
+        # BN step counters are scalars that "match" any width: not evidence of a fit.
+        if not k.startswith("head.") and not k.endswith("num_batches_tracked")
     }
+    matched = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
     model.load_state_dict(matched, strict=False)
     logger.info(
         "Loaded %d of %d backbone tensors from %s (%d in file; others keep their init)",
         len(matched),
-        sum(not k.startswith("head.") for k in own),
+        len(own),
         path,
         len(state),
     )

@@ -71,6 +71,7 @@ class ResUNet(nn.Module):
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.depth = depth
+        self.n_outputs = n_outputs
         widths = [base_width * 2**i for i in range(depth + 1)]
         self.stem = _Stem(in_channels, widths[0])
         self.down = nn.ModuleList(

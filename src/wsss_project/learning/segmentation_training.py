@@ -1,0 +1,278 @@
+"""Training ResUNet on (pseudo-)masks and predicting per-pixel class probabilities.
+
+Every number comes from `params` (the `segmentation_training` parameters). A missing key raises
+KeyError naming `segmentation_training.<key>`.
+
+Keys read by `train_resunet` (and `build_resunet`):
+    seed (int), epochs (int), batch_size (int)
+    optimizer ("adam" | "adamw"), lr (float), weight_decay (float)
+    dice_weight (float)         weight of the soft-Dice term added to cross-entropy (0 = off)
+    augment (bool)              random flips/90-degree rotations, same op on image and mask
+    crop_size (null | int)      random square crops for training (cheaper on CPU); must be
+                                divisible by 2**depth; null = whole tiles
+    image_mean, image_std (3 floats, 0..1 scale)
+    base_width (int), depth (int)   ResUNet architecture
+
+Keys read by `predict_probabilities`: image_mean, image_std, tta_flips (bool).
+
+Masks are uint8 class indices, 255 = ignore: ignored pixels contribute neither loss nor gradient.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from wsss_project.learning.cam_training import (
+    apply_per_sample,
+    batch_indices,
+    check_images,
+    deterministic_mode,
+    flip_averaged,
+    images_to_tensor,
+    progress,
+    random_dihedral_params,
+    require_params,
+)
+from wsss_project.models.resunet import ResUNet
+from wsss_project.utils.seed import seed_everything
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "segmentation_training"
+IGNORE_INDEX = 255
+SEG_TRAIN_KEYS = (
+    "seed",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "dice_weight",
+    "augment",
+    "crop_size",
+    "image_mean",
+    "image_std",
+    "base_width",
+    "depth",
+)
+SEG_ARCH_KEYS = ("base_width", "depth")
+SEG_INFER_KEYS = ("image_mean", "image_std", "tta_flips")
+
+# Laplace smoothing of the soft Dice: keeps it defined (=1) for classes absent from a batch.
+_DICE_SMOOTH = 1.0
+
+
+def build_resunet(n_outputs: int, params: Mapping[str, Any]) -> ResUNet:
+    """ResUNet from the architecture keys (also used to rebuild a saved state_dict)."""
+    require_params(params, SEG_ARCH_KEYS, NAMESPACE)
+    return ResUNet(
+        in_channels=3,
+        n_outputs=n_outputs,
+        base_width=int(params["base_width"]),
+        depth=int(params["depth"]),
+    )
+
+
+def segmentation_loss(
+    logits: torch.Tensor, target: torch.Tensor, dice_weight: float
+) -> torch.Tensor:
+    """Cross-entropy (+ dice_weight x soft Dice) over the pixels whose target is not 255.
+
+    Averaged over valid pixels; a batch with no valid pixel gives 0 (not NaN) and no gradient.
+    """
+    valid = target != IGNORE_INDEX
+    n_valid = valid.sum().clamp_min(1)
+    loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum") / n_valid
+    if dice_weight > 0:
+        n_classes = logits.shape[1]
+        mask = valid.unsqueeze(1).to(logits.dtype)
+        probs = logits.softmax(dim=1) * mask
+        onehot = F.one_hot(torch.where(valid, target, 0), n_classes).permute(0, 3, 1, 2)
+        onehot = onehot.to(logits.dtype) * mask
+        inter = (probs * onehot).sum(dim=(0, 2, 3))
+        denom = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+        dice = (2 * inter + _DICE_SMOOTH) / (denom + _DICE_SMOOTH)
+        loss = loss + dice_weight * (1 - dice.mean())
+    return loss
+
+
+def _check_masks(masks: np.ndarray, images: np.ndarray, n_outputs: int) -> None:
+    if masks.shape != images.shape[:3] or masks.dtype != np.uint8:
+        raise ValueError(
+            f"masks must be (N, H, W) uint8 matching images {images.shape[:3]}, "
+            f"got {masks.shape} {masks.dtype}"
+        )
+    bad = np.setdiff1d(np.unique(masks), [*range(n_outputs), IGNORE_INDEX])
+    if bad.size:
+        raise ValueError(
+            f"mask values {bad.tolist()} are neither a class index < {n_outputs} nor 255"
+        )
+
+
+def _random_crops(
+    images: np.ndarray, masks: np.ndarray, size: int, generator: torch.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """One random size x size window per sample (same window for image and mask)."""
+    n, h, w = masks.shape
+    rows = torch.randint(0, h - size + 1, (n,), generator=generator).tolist()
+    cols = torch.randint(0, w - size + 1, (n,), generator=generator).tolist()
+    img = np.stack(
+        [
+            images[i, r : r + size, c : c + size]
+            for i, (r, c) in enumerate(zip(rows, cols, strict=True))
+        ]
+    )
+    msk = np.stack(
+        [
+            masks[i, r : r + size, c : c + size]
+            for i, (r, c) in enumerate(zip(rows, cols, strict=True))
+        ]
+    )
+    return img, msk
+
+
+def _make_optimizer(model: nn.Module, params: Mapping[str, Any]) -> torch.optim.Optimizer:
+    name = str(params["optimizer"]).lower()
+    classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if name not in classes:
+        raise ValueError(f"{NAMESPACE}.optimizer must be 'adam' or 'adamw', got {name!r}")
+    return classes[name](
+        model.parameters(), lr=float(params["lr"]), weight_decay=float(params["weight_decay"])
+    )
+
+
+def train_resunet(
+    images: np.ndarray,
+    masks: np.ndarray,
+    n_outputs: int,
+    params: Mapping[str, Any],
+    device: torch.device,
+) -> tuple[ResUNet, list[dict[str, float]]]:
+    """Train ResUNet with cross-entropy (ignore 255) + optional soft Dice.
+
+    Args:
+        images: (N, H, W, 3) uint8 tiles.
+        masks: (N, H, W) uint8 class indices, 255 = ignore.
+        n_outputs: number of classes including background.
+        params: `segmentation_training` parameters (see module docstring).
+        device: where to train.
+
+    Returns:
+        The trained model (on `device`, eval mode) and one history dict per epoch:
+        epoch, loss, lr, seconds.
+    """
+    require_params(params, SEG_TRAIN_KEYS, NAMESPACE)
+    check_images(images)
+    _check_masks(masks, images, n_outputs)
+    factor = 2 ** int(params["depth"])
+    crop = params["crop_size"]
+    n, h, w = masks.shape
+    use_crop = crop is not None and int(crop) < min(h, w)
+    train_h, train_w = (int(crop), int(crop)) if use_crop else (h, w)
+    if train_h % factor or train_w % factor:
+        raise ValueError(
+            f"training size {train_h}x{train_w} (crop_size={crop}) is not divisible by "
+            f"2**depth={factor}"
+        )
+
+    seed_everything(int(params["seed"]))
+    generator = torch.Generator().manual_seed(int(params["seed"]))
+    model = build_resunet(n_outputs, params).to(device)
+    optimizer = _make_optimizer(model, params)
+    dice_weight = float(params["dice_weight"])
+    n_epochs = int(params["epochs"])
+    valid_fraction = float((masks != IGNORE_INDEX).mean())
+    logger.info(
+        "Training ResUNet on %d tiles %dx%d (%s), %d outputs, %.1f%% labelled pixels, "
+        "%d epochs, device %s",
+        n,
+        h,
+        w,
+        f"{train_h}px crops" if use_crop else "whole tiles",
+        n_outputs,
+        100 * valid_fraction,
+        n_epochs,
+        device,
+    )
+
+    history: list[dict[str, float]] = []
+    with deterministic_mode(device):
+        for epoch in range(1, n_epochs + 1):
+            model.train()
+            start = time.perf_counter()
+            loss_sum = 0.0
+            for idx in progress(
+                batch_indices(n, int(params["batch_size"]), generator),
+                f"ResUNet epoch {epoch}/{n_epochs}",
+            ):
+                img, msk = images[idx], masks[idx]
+                if use_crop:
+                    img, msk = _random_crops(img, msk, train_h, generator)
+                x = images_to_tensor(img, params["image_mean"], params["image_std"], device)
+                y = torch.from_numpy(np.ascontiguousarray(msk)).to(device).long()
+                if params["augment"]:
+                    ops = random_dihedral_params(len(idx), train_h == train_w, generator)
+                    x, y = apply_per_sample(x, ops), apply_per_sample(y, ops)
+                loss = segmentation_loss(model(x), y, dice_weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item() * len(idx)
+            seconds = time.perf_counter() - start
+            record = {
+                "epoch": epoch,
+                "loss": loss_sum / n,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": seconds,
+            }
+            history.append(record)
+            logger.info(
+                "ResUNet epoch %d/%d: loss %.4f, %.1f tiles/s",
+                epoch,
+                n_epochs,
+                record["loss"],
+                n / max(seconds, 1e-9),
+            )
+    model.eval()
+    return model, history
+
+
+def predict_probabilities(
+    model: ResUNet,
+    images: np.ndarray,
+    params: Mapping[str, Any],
+    device: torch.device,
+    batch_size: int,
+) -> np.ndarray:
+    """Softmax probabilities (N, n_outputs, H, W) float32, one batch on the device at a time.
+
+    Tiles whose size is not divisible by 2**depth are edge-padded and cropped back.
+    """
+    require_params(params, SEG_INFER_KEYS, NAMESPACE)
+    check_images(images)
+    n, h, w, _ = images.shape
+    factor = 2**model.depth
+    pad_h, pad_w = (-h) % factor, (-w) % factor
+    out = np.empty((n, model.n_outputs, h, w), dtype=np.float32)
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            x = images_to_tensor(
+                images[start : start + batch_size],
+                params["image_mean"],
+                params["image_std"],
+                device,
+            )
+            if pad_h or pad_w:
+                x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+            probs = flip_averaged(lambda t: model(t).softmax(dim=1), x, bool(params["tta_flips"]))
+            out[start : start + len(x)] = probs[:, :, :h, :w].float().cpu().numpy()
+    return out

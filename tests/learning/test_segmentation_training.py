@@ -1,0 +1,130 @@
+"""ResUNet training on masks with 255 = ignore, and probability prediction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from wsss_project.learning.cam_training import apply_per_sample, random_dihedral_params
+from wsss_project.learning.segmentation_training import (
+    SEG_TRAIN_KEYS,
+    predict_probabilities,
+    segmentation_loss,
+    train_resunet,
+)
+
+CPU = torch.device("cpu")
+
+# Example of the `segmentation_training` parameters, tiny so tests stay fast.
+DEFAULT_SEG_PARAMS = {
+    "seed": 0,
+    "epochs": 1,
+    "batch_size": 4,
+    "optimizer": "adamw",
+    "lr": 1e-2,
+    "weight_decay": 1e-4,
+    "dice_weight": 0.5,
+    "augment": True,
+    "crop_size": None,
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_std": [0.229, 0.224, 0.225],
+    "base_width": 4,
+    "depth": 2,
+    "tta_flips": False,
+}
+
+
+def _tiles(n: int = 4, size: int = 32, seed: int = 0):
+    """Tiles with a bright square whose pixels are class 1; a border strip is ignored."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 100, (n, size, size, 3), dtype=np.uint8)
+    masks = np.zeros((n, size, size), dtype=np.uint8)
+    for i in range(n):
+        r, c = rng.integers(0, size - 12, 2)
+        images[i, r : r + 12, c : c + 12] = 220
+        masks[i, r : r + 12, c : c + 12] = 1
+    masks[:, :, :2] = 255
+    return images, masks
+
+
+def test_example_params_cover_every_key():
+    assert set(SEG_TRAIN_KEYS) <= set(DEFAULT_SEG_PARAMS)
+
+
+def test_missing_key_names_the_namespace():
+    images, masks = _tiles()
+    params = {k: v for k, v in DEFAULT_SEG_PARAMS.items() if k != "dice_weight"}
+    with pytest.raises(KeyError, match=r"segmentation_training\.dice_weight"):
+        train_resunet(images, masks, 2, params, CPU)
+
+
+def test_overfits_a_tiny_batch():
+    images, masks = _tiles()
+    params = {**DEFAULT_SEG_PARAMS, "epochs": 25, "augment": False}
+    model, history = train_resunet(images, masks, 2, params, CPU)
+    assert len(history) == 25 and {"epoch", "loss", "lr", "seconds"} <= set(history[0])
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    pred = predict_probabilities(model, images, params, CPU, batch_size=2).argmax(axis=1)
+    valid = masks != 255
+    assert (pred[valid] == masks[valid]).mean() > 0.9
+
+
+@pytest.mark.parametrize("dice_weight", [0.0, 1.0])
+def test_ignored_pixels_change_neither_loss_nor_gradient(dice_weight):
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8)
+    target = torch.randint(0, 3, (2, 8, 8))
+    target[:, :4] = 255
+    changed = logits.clone()
+    changed[:, :, :4] = torch.randn(2, 3, 4, 8) * 10  # anything under the ignored pixels
+    changed.requires_grad_(True)
+    loss = segmentation_loss(changed, target, dice_weight)
+    torch.testing.assert_close(loss, segmentation_loss(logits, target, dice_weight))
+    loss.backward()
+    assert changed.grad[:, :, :4].abs().max() == 0
+    assert changed.grad[:, :, 4:].abs().max() > 0
+
+
+def test_all_ignored_batch_gives_zero_loss():
+    logits = torch.randn(1, 2, 4, 4, requires_grad=True)
+    loss = segmentation_loss(logits, torch.full((1, 4, 4), 255), 1.0)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_same_op_is_applied_to_image_and_mask():
+    masks = torch.arange(2 * 6 * 6).reshape(2, 6, 6)
+    images = masks.unsqueeze(1).repeat(1, 3, 1, 1).float()
+    ops = random_dihedral_params(2, True, torch.Generator().manual_seed(3))
+    assert torch.equal(apply_per_sample(images, ops)[:, 0].long(), apply_per_sample(masks, ops))
+
+
+def test_same_seed_gives_identical_weights_with_crops():
+    images, masks = _tiles(n=6, size=32)
+    params = {**DEFAULT_SEG_PARAMS, "crop_size": 16, "epochs": 2}
+    m1, h1 = train_resunet(images, masks, 2, params, CPU)
+    m2, h2 = train_resunet(images, masks, 2, params, CPU)
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert [h["loss"] for h in h1] == [h["loss"] for h in h2]
+
+
+def test_rejects_crop_not_divisible_and_bad_mask_values():
+    images, masks = _tiles()
+    with pytest.raises(ValueError, match="divisible"):
+        train_resunet(images, masks, 2, {**DEFAULT_SEG_PARAMS, "crop_size": 18}, CPU)
+    bad = masks.copy()
+    bad[0, 0, 5] = 7
+    with pytest.raises(ValueError, match=r"\[7\]"):
+        train_resunet(images, bad, 2, DEFAULT_SEG_PARAMS, CPU)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_predict_probabilities_shape_and_simplex(tta):
+    images, masks = _tiles(n=3, size=34)  # 34 is not divisible by 4: padded internally
+    model, _ = train_resunet(images[:, :32, :32], masks[:, :32, :32], 2, DEFAULT_SEG_PARAMS, CPU)
+    probs = predict_probabilities(model, images, {**DEFAULT_SEG_PARAMS, "tta_flips": tta}, CPU, 2)
+    assert probs.shape == (3, 2, 34, 34) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
