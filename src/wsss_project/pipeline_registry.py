@@ -4,11 +4,29 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from wsss_project.pipelines import data_preparation
+from wsss_project.pipelines import (
+    data_preparation,
+    evaluation,
+    localization,
+    prompt_generation,
+    sam_labeling,
+    segmentation_training,
+    threshold_sweep,
+)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines; `__default__` runs data preparation through evaluation."""
-    pipelines = {"data_preparation": data_preparation.create_pipeline()}
+    pipelines = {
+        "data_preparation": data_preparation.create_pipeline(),
+        "localization": localization.create_pipeline(),
+        "prompt_generation": prompt_generation.create_pipeline(),
+        "sam_labeling": sam_labeling.create_pipeline(),
+        "segmentation_training": segmentation_training.create_pipeline(),
+        "evaluation": evaluation.create_pipeline(),
+    }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    pipelines["prompt_ablation"] = threshold_sweep.create_prompt_ablation_pipeline()
+    # The sweep reports Fig. 5 and Table II together: both reuse the same embeddings.
+    pipelines["threshold_sweep"] = threshold_sweep.create_pipeline() + pipelines["prompt_ablation"]
     return pipelines

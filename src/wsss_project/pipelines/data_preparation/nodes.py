@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from wsss_project.imagery.labels import IGNORE_INDEX, image_level_labels, split_scenes
-from wsss_project.imagery.readers import find_scene_files, read_image, read_mask
 from wsss_project.imagery.synthetic import generate_scene
 from wsss_project.imagery.tiling import cut_tile, tile_windows
 
@@ -74,6 +73,9 @@ def _folder_scenes(params: dict, n_classes: int) -> dict[str, Scene]:
     if expected != n_classes:
         name = "mask_palette" if palette else "mask_class_values"
         raise ValueError(f"parameter `data.folder.{name}` has {expected} entries for {n_classes} classes")
+    # Imported here so that the synthetic default does not load rasterio.
+    from wsss_project.imagery.readers import find_scene_files, read_image, read_mask
+
     files = find_scene_files(cfg["images_dir"], cfg["masks_dir"], cfg["extensions"])
     scenes = {}
     started = time.perf_counter()

@@ -1,0 +1,36 @@
+"""evaluation pipeline."""
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from .nodes import collect_metrics, evaluate_cam_threshold, evaluate_predictions, evaluate_pseudo_labels
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return pipeline(
+        [
+            node(
+                evaluate_cam_threshold,
+                ["cams", "tile_masks", "tile_index", "params:prompt_generation", "params:classes"],
+                "cam_threshold_metrics",
+                name="evaluate_cam_threshold",
+            ),
+            node(
+                evaluate_pseudo_labels,
+                ["pseudo_masks", "tile_masks", "tile_index", "params:classes"],
+                "pseudo_label_metrics",
+                name="evaluate_pseudo_labels",
+            ),
+            node(
+                evaluate_predictions,
+                ["predictions", "tile_masks", "tile_index", "scenes", "params:classes"],
+                "prediction_metrics",
+                name="evaluate_predictions",
+            ),
+            node(
+                collect_metrics,
+                ["cam_threshold_metrics", "pseudo_label_metrics", "prediction_metrics"],
+                ["metrics", "metrics_mlflow"],
+                name="collect_metrics",
+            ),
+        ]
+    )

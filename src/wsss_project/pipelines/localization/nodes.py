@@ -1,0 +1,53 @@
+"""Nodes of localization: train the CAM classifier (APSAM eq. 1) and compute CAM heatmaps."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from wsss_project.learning.cam_training import build_cam_classifier, compute_cams, train_cam_classifier
+from wsss_project.pipelines.training_records import history_outputs
+from wsss_project.tile_data import Partitions, cam_key, stack_tiles, tiles_of_split
+from wsss_project.utils.device import resolve_device
+
+logger = logging.getLogger(__name__)
+
+
+def train_cam_model(
+    tiles: Partitions, tile_index: pd.DataFrame, localization: dict, classes: list[str], seed: int, device: str
+) -> tuple[dict, pd.DataFrame, dict]:
+    """Train the classifier on the train tiles' image-level labels only (never on masks)."""
+    train = tiles_of_split(tile_index, "train")
+    labels = train[classes].to_numpy(dtype=np.float32)
+    logger.info(
+        "Training the CAM classifier on %d tiles (%s positive per class)",
+        len(train), labels.sum(axis=0).astype(int).tolist(),
+    )
+    images = stack_tiles(tiles, train["tile_id"].tolist())
+    model, history = train_cam_classifier(images, labels, {**localization, "seed": seed}, resolve_device(device))
+    table, curves = history_outputs(history, "localization")
+    return {k: v.cpu() for k, v in model.state_dict().items()}, table, curves
+
+
+def generate_cams(
+    tiles: Partitions, tile_index: pd.DataFrame, cam_model: dict, localization: dict, classes: list[str], device: str
+) -> dict[str, np.ndarray]:
+    """A 0..255 CAM heatmap for every tile and class, keyed `<class>/<tile_id>`."""
+    torch_device = resolve_device(device)
+    model = build_cam_classifier(len(classes), localization, load_pretrained=False)
+    model.load_state_dict(cam_model)
+    model.to(torch_device).eval()
+    batch = int(localization["inference_batch_size"])
+    tile_ids = tile_index.sort_values("tile_id")["tile_id"].tolist()
+    cams, started = {}, time.perf_counter()
+    for start in range(0, len(tile_ids), batch):
+        chunk = tile_ids[start : start + batch]
+        heatmaps = compute_cams(model, stack_tiles(tiles, chunk), localization, torch_device, batch)
+        for tile_id, per_class in zip(chunk, heatmaps, strict=True):
+            for class_id, name in enumerate(classes):
+                cams[cam_key(name, tile_id)] = per_class[class_id]
+    logger.info("Computed CAMs of %d tiles (%.1f tiles/s)", len(tile_ids), len(tile_ids) / (time.perf_counter() - started))
+    return cams

@@ -1,0 +1,24 @@
+"""localization pipeline."""
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from .nodes import generate_cams, train_cam_model
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return pipeline(
+        [
+            node(
+                train_cam_model,
+                ["tiles", "tile_index", "params:localization", "params:classes", "params:seed", "params:device"],
+                ["cam_model", "cam_training_history", "cam_training_curves"],
+                name="train_cam_model",
+            ),
+            node(
+                generate_cams,
+                ["tiles", "tile_index", "cam_model", "params:localization", "params:classes", "params:device"],
+                "cams",
+                name="generate_cams",
+            ),
+        ]
+    )

@@ -1,0 +1,70 @@
+"""Nodes of segmentation_training: train ResUNet on pseudo-masks; predict and stitch test scenes."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from wsss_project.imagery.tiling import TileWindow, stitch_mean
+from wsss_project.learning.segmentation_training import build_resunet, predict_probabilities, train_resunet
+from wsss_project.pipelines.training_records import history_outputs
+from wsss_project.tile_data import Partitions, stack_tiles, tiles_of_split
+from wsss_project.utils.device import resolve_device
+
+logger = logging.getLogger(__name__)
+
+BINARY_FOREGROUND_VALUE = 255  # binary predictions are stored 0/255 so that they are visible
+
+
+def train_segmentation_model(
+    tiles: Partitions, pseudo_masks: Partitions, tile_index: pd.DataFrame,
+    segmentation_training: dict, classes: list[str], seed: int, device: str,
+) -> tuple[dict, pd.DataFrame, dict]:
+    """Train ResUNet on the train tiles' pseudo-masks (255 = ignore); ground truth is never read."""
+    tile_ids = tiles_of_split(tile_index, "train")["tile_id"].tolist()
+    images = stack_tiles(tiles, tile_ids)
+    masks = stack_tiles(pseudo_masks, tile_ids, "pseudo_masks")
+    logger.info(
+        "Training ResUNet on %d pseudo-labelled tiles (%.1f%% foreground, %.1f%% ignored)",
+        len(tile_ids), 100 * np.mean((masks > 0) & (masks < 255)), 100 * np.mean(masks == 255),
+    )
+    params = {**segmentation_training, "seed": seed}
+    model, history = train_resunet(images, masks, len(classes) + 1, params, resolve_device(device))
+    table, curves = history_outputs(history, "segmentation_training")
+    return {k: v.cpu() for k, v in model.state_dict().items()}, table, curves
+
+
+def encode_prediction(class_index: np.ndarray, n_classes: int) -> np.ndarray:
+    """Stored form of a prediction: 0/255 for a binary task, class indices otherwise."""
+    if n_classes == 1:
+        return np.where(class_index > 0, BINARY_FOREGROUND_VALUE, 0).astype(np.uint8)
+    return class_index.astype(np.uint8)
+
+
+def predict_scenes(
+    tiles: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame, segmentation_model: dict,
+    segmentation_training: dict, classes: list[str], device: str,
+) -> dict[str, np.ndarray]:
+    """One mask per test scene at its original size: tile probabilities averaged, then argmax."""
+    torch_device = resolve_device(device)
+    model = build_resunet(len(classes) + 1, segmentation_training)
+    model.load_state_dict(segmentation_model)
+    model.to(torch_device).eval()
+    batch = int(segmentation_training["inference_batch_size"])
+    test_tiles = tiles_of_split(tile_index, "test")
+    predictions, started = {}, time.perf_counter()
+    for scene in scenes[scenes["split"] == "test"].itertuples(index=False):
+        scene_tiles = test_tiles[test_tiles["scene_id"] == scene.scene_id]
+        probs = predict_probabilities(
+            model, stack_tiles(tiles, scene_tiles["tile_id"].tolist()), segmentation_training, torch_device, batch
+        )
+        windows = [TileWindow(t.row, t.col, t.height, t.width) for t in scene_tiles.itertuples(index=False)]
+        # Channels last, so stitch_mean averages each class's probability over overlapping tiles.
+        stitched = stitch_mean(zip(windows, probs.transpose(0, 2, 3, 1), strict=True), scene.height, scene.width)
+        predictions[scene.scene_id] = encode_prediction(stitched.argmax(axis=2), len(classes))
+    logger.info("Predicted %d test scenes (%.2f s/scene)", len(predictions),
+                (time.perf_counter() - started) / max(len(predictions), 1))
+    return predictions

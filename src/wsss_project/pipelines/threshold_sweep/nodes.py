@@ -1,0 +1,76 @@
+"""Nodes of threshold_sweep and prompt_ablation: per-variant parameters, and the gathered tables."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from wsss_project.reporting.figures import prompt_ablation_bars, threshold_curve
+
+logger = logging.getLogger(__name__)
+
+TABLE_METRICS = ("oa", "precision", "recall", "f1", "iou")
+
+
+def with_threshold(prompt_generation: dict, threshold: int) -> dict:
+    """The prompt_generation parameters with T replaced by this namespace's value."""
+    return {**prompt_generation, "threshold": int(threshold)}
+
+
+def with_prompt_mode(sam_labeling: dict, prompt_mode: str) -> dict:
+    """The sam_labeling parameters with this namespace's prompt mode."""
+    return {**sam_labeling, "prompt_mode": prompt_mode}
+
+
+def count_empty_masks(pseudo_masks: dict) -> int:
+    """Tiles whose pseudo-mask has no foreground pixel (all background or all ignore)."""
+    empty = 0
+    for load in pseudo_masks.values():
+        mask = load() if callable(load) else load
+        empty += int(not ((mask > 0) & (mask < 255)).any())
+    return empty
+
+
+def sweep_row(pseudo_metrics: dict, cam_metrics: dict, prompts: pd.DataFrame, n_empty: int, threshold: int) -> dict:
+    """One row of the sweep table: the pseudo-labels' metrics at T, and the CAM > T baseline's."""
+    return {
+        "T": int(threshold),
+        **{key: pseudo_metrics[key] for key in TABLE_METRICS},
+        "n_prompts": len(prompts),
+        "n_empty_tiles": int(n_empty),
+        "cam_threshold_f1": cam_metrics["f1"],
+        "cam_threshold_iou": cam_metrics["iou"],
+    }
+
+
+def gather_threshold_sweep(*rows: dict) -> tuple[pd.DataFrame, Figure, dict]:
+    """The sweep table (one row per T), its figure (APSAM Fig. 5) and MLflow metrics incl. the best T."""
+    table = pd.DataFrame(list(rows)).sort_values("T").reset_index(drop=True)
+    best = table.loc[table["iou"].idxmax()]
+    logger.info("Threshold sweep:\n%s\nBest T by IoU: %d (IoU %.4f)", table.to_string(index=False), best["T"], best["iou"])
+    curves = {
+        f"threshold_sweep.{key}": [{"value": float(v), "step": int(t)} for t, v in zip(table["T"], table[key], strict=True)]
+        for key in (*TABLE_METRICS, "cam_threshold_iou", "n_prompts")
+    }
+    curves["threshold_sweep.best_T"] = {"value": float(best["T"]), "step": 0}
+    curves["threshold_sweep.best_iou"] = {"value": float(best["iou"]), "step": 0}
+    return table, threshold_curve(table), curves
+
+
+def ablation_row(prompt_generation: dict, pseudo_metrics: dict, prompt_mode: str) -> dict:
+    """One row of the prompt ablation table (APSAM Table II)."""
+    return {"prompt_mode": prompt_mode, "T": int(prompt_generation["threshold"]), **{k: pseudo_metrics[k] for k in TABLE_METRICS}}
+
+
+def gather_prompt_ablation(*rows: dict) -> tuple[pd.DataFrame, Figure, dict]:
+    """The ablation table, its bar chart and MLflow metrics."""
+    table = pd.DataFrame(list(rows))
+    logger.info("Prompt ablation:\n%s", table.to_string(index=False))
+    metrics = {
+        f"prompt_ablation.{row.prompt_mode}.{key}": {"value": float(getattr(row, key)), "step": 0}
+        for row in table.itertuples(index=False)
+        for key in TABLE_METRICS
+    }
+    return table, prompt_ablation_bars(table), metrics

@@ -1,0 +1,52 @@
+"""Shared access to the per-tile datasets of the contracts (keys, partitions, splits)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+Partitions = Mapping[str, Any]  # PartitionedDataset: key -> loader callable (or an array in memory)
+
+
+def cam_key(class_name: str, tile_id: str) -> str:
+    """Partition key of one class's CAM heatmap of one tile: `<class>/<tile_id>`."""
+    return f"{class_name}/{tile_id}"
+
+
+def load_partition(partitions: Partitions, key: str, dataset: str) -> np.ndarray:
+    """Load one partition, whether lazily (a callable) or already in memory."""
+    try:
+        item = partitions[key]
+    except KeyError:
+        raise KeyError(f"dataset `{dataset}` has no partition {key!r}: rerun the pipeline that writes it") from None
+    return item() if callable(item) else item
+
+
+def tiles_of_split(tile_index: pd.DataFrame, splits: list[str] | str) -> pd.DataFrame:
+    """Rows of the tile index in the given split(s), in a stable order."""
+    splits = [splits] if isinstance(splits, str) else list(splits)
+    unknown = set(splits) - {"train", "test"}
+    if unknown:
+        raise ValueError(f"unknown split(s) {sorted(unknown)}: use train and/or test")
+    return tile_index[tile_index["split"].isin(splits)].sort_values("tile_id").reset_index(drop=True)
+
+
+def stack_tiles(tiles: Partitions, tile_ids: list[str], dataset: str = "tiles") -> np.ndarray:
+    """Load tiles into one (N, H, W[, C]) array, for training and batched inference."""
+    return np.stack([load_partition(tiles, tile_id, dataset) for tile_id in tile_ids])
+
+
+def iter_partitions(
+    partitions: Partitions, keys: list[str], dataset: str
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield (key, array) one at a time, so that only one partition is held in memory."""
+    for key in keys:
+        yield key, load_partition(partitions, key, dataset)
+
+
+def lazy(function: Callable[..., np.ndarray], *args: Any) -> Callable[[], np.ndarray]:
+    """A partition that is computed when saved, so outputs stream to disk one by one."""
+    return lambda: function(*args)
