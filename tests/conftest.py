@@ -28,6 +28,7 @@ def project_copy(tmp_path, monkeypatch) -> Path:
     shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
     (tmp_path / "conf" / "local").mkdir()
+    (tmp_path / "src").mkdir()  # Kedro checks it exists; the package itself is installed
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

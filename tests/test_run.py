@@ -24,7 +24,7 @@ def _latest(path: Path) -> Path:
 
 def test_default_pipeline_end_to_end(project_copy):
     bootstrap_project(project_copy)
-    with KedroSession.create(project_path=project_copy, extra_params=TINY_PARAMS) as session:
+    with KedroSession.create(project_path=project_copy, runtime_params=TINY_PARAMS) as session:
         session.run()
 
     data = project_copy / "data"
@@ -58,6 +58,7 @@ def test_default_pipeline_end_to_end(project_copy):
     assert len(runs) == 1
     run = runs.iloc[0]
     assert run["params.prompt_generation.threshold"] == "120"
+    assert (run["tags.segmenter"], run["tags.dataset"], run["tags.prompt_mode"]) == ("grabcut", "synthetic", "point_box")
     for stage in ("cam_threshold", "pseudo_labels", "prediction"):
         assert run[f"metrics.{stage}.iou"] == pytest_approx(metrics[stage]["iou"])
 
