@@ -14,12 +14,6 @@ REAL_DATA = Path(os.environ.get("WSSS_REAL_DATA", PROJECT_ROOT.parent / "shared"
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-# Small enough to run the whole default pipeline in well under a minute on 2 CPU cores.
-TINY_PARAMS = {
-    "data": {"synthetic": {"n_scenes": 4, "height": 256, "width": 320}, "tile_size": 128},
-    "localization": {"epochs": 2, "base_width": 8, "batch_size": 8},
-    "segmentation_training": {"epochs": 1, "base_width": 8, "crop_size": 64, "batch_size": 4},
-}
 
 
 @pytest.fixture

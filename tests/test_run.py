@@ -11,10 +11,15 @@ import pandas as pd
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from wsss_project.evaluation.metrics import binary_mask_metrics
 from wsss_project.datasets.png_array import read_png
 
-from conftest import TINY_PARAMS
+# Small enough to run the whole default pipeline in well under a minute on 2 CPU cores.
+TINY_PARAMS = {
+    "data": {"synthetic": {"n_scenes": 4, "height": 256, "width": 320}, "tile_size": 128},
+    "localization": {"epochs": 2, "base_width": 8, "batch_size": 8},
+    "segmentation_training": {"epochs": 1, "base_width": 8, "crop_size": 64, "batch_size": 4},
+}
+
 
 
 def _latest(path: Path) -> Path:

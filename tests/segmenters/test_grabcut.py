@@ -153,3 +153,26 @@ def test_prompts_for_mode_converts_xywh():
     assert np.isnan(points[1]).all() and kept.tolist() == [0, 1]
     boxes, points, kept = prompts_for_mode(np.array([[1, 2, 3, 4]]), np.array([[2, 3]]), "box")
     assert points is None and boxes.shape == (1, 4) and kept.tolist() == [0]
+
+
+def test_mask_does_not_depend_on_earlier_calls():
+    """OpenCV's global RNG seeds GrabCut's k-means: the same prompts must give the same mask."""
+    from wsss_project.imagery.synthetic import generate_scene
+    from wsss_project.segmenters.grabcut import GrabCutSegmenter
+
+    segmenter = GrabCutSegmenter(
+        {"iterations": 5, "point_radius": 3, "point_neighbourhood_radius": 24, "cam_guided": False, "prior_threshold": None}
+    )
+    for seed in range(6):
+        image, mask = generate_scene(seed, 256, 256, {})
+        ys, xs = np.nonzero(mask)
+        if len(xs) == 0:
+            continue
+        boxes = np.array([[xs.min() - 5, ys.min() - 5, xs.max() + 5, ys.max() + 5]], float)
+        points = np.array([[xs.mean(), ys.mean()]])
+        state = segmenter.embed(image)
+        first, _ = segmenter.segment(state, boxes, points)
+        other = generate_scene(seed + 100, 256, 256, {})[0]
+        segmenter.segment(segmenter.embed(other), boxes, points)  # advances OpenCV's RNG as other tiles would
+        again, _ = segmenter.segment(state, boxes, points)
+        np.testing.assert_array_equal(first, again)

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 _GMM_COMPONENTS = 5
 _GMM_MODEL_SIZE = 13 * _GMM_COMPONENTS  # per component: 1 weight + 3 means + 9 covariances
 _PARAM_PREFIX = "sam_labeling.grabcut"
+_RNG_SEED = 0  # fixed: the result must be a function of (image, prompts) alone
 
 GRABCUT_PARAM_KEYS = (
     "iterations",
@@ -235,6 +236,9 @@ class GrabCutSegmenter(PromptableSegmenter):
         mask = init.copy()
         bgd_model = np.zeros((1, _GMM_MODEL_SIZE), dtype=np.float64)
         fgd_model = np.zeros((1, _GMM_MODEL_SIZE), dtype=np.float64)
+        # GrabCut seeds its GMMs with k-means on OpenCV's global RNG: reseed per call so a tile's
+        # mask does not depend on how many tiles were segmented before it (same seed, same mask).
+        cv2.setRNGSeed(_RNG_SEED)
         try:
             cv2.grabCut(
                 image,
