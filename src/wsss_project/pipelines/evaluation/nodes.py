@@ -17,7 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from matplotlib.figure import Figure
+
 from wsss_project.evaluation.metrics import ConfusionAccumulator
+from wsss_project.reporting.figures import sample_panels, stage_comparison
 from wsss_project.imagery.labels import IGNORE_INDEX
 from wsss_project.imagery.tiling import TileWindow, stitch_mean
 from wsss_project.tile_data import Partitions, cam_key, load_partition, tiles_of_split
@@ -150,3 +153,36 @@ def collect_metrics(
         logger.info("%-14s OA %.4f  P %.4f  R %.4f  F1 %.4f  IoU %.4f", stage,
                     *(report[stage][k] for k in ("oa", "precision", "recall", "f1", "iou")))
     return report, flatten_for_mlflow(report)
+
+
+def plot_stage_comparison(metrics: dict[str, dict]) -> Figure:
+    """OA, precision, recall, F1 and IoU per stage (APSAM Table I as bars)."""
+    return stage_comparison(metrics)
+
+
+def plot_sample_panels(
+    tiles: Partitions, tile_masks: Partitions, cams: Partitions, prompts: pd.DataFrame,
+    pseudo_masks: Partitions, tile_index: pd.DataFrame, reporting: dict, classes: list[str],
+) -> Figure:
+    """APSAM Fig. 4 panels for a seeded sample of positive train tiles (first class).
+
+    Columns: image, ground truth, CAM with its boxes and points, pseudo-mask.
+    """
+    name = classes[0]
+    positive = tiles_of_split(tile_index, "train")
+    positive = positive[positive[name] == 1]
+    n_samples = min(int(reporting["n_sample_tiles"]), len(positive))
+    chosen = positive.sample(n=n_samples, random_state=int(reporting["sample_seed"])).sort_values("tile_id")
+    samples = [
+        {
+            "tile_id": tile_id,
+            "image": load_partition(tiles, tile_id, "tiles"),
+            "gt": load_partition(tile_masks, tile_id, "tile_masks"),
+            "cam": load_partition(cams, cam_key(name, tile_id), "cams"),
+            "prompts": prompts[(prompts["tile_id"] == tile_id) & (prompts["class_id"] == 1)],
+            "pseudo": load_partition(pseudo_masks, tile_id, "pseudo_masks"),
+            "prediction": None,
+        }
+        for tile_id in chosen["tile_id"]
+    ]
+    return sample_panels(samples)

@@ -2,7 +2,14 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import collect_metrics, evaluate_cam_threshold, evaluate_predictions, evaluate_pseudo_labels
+from .nodes import (
+    collect_metrics,
+    evaluate_cam_threshold,
+    evaluate_predictions,
+    evaluate_pseudo_labels,
+    plot_sample_panels,
+    plot_stage_comparison,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -31,6 +38,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["cam_threshold_metrics", "pseudo_label_metrics", "prediction_metrics"],
                 ["metrics", "metrics_mlflow"],
                 name="collect_metrics",
+            ),
+            node(plot_stage_comparison, "metrics", "stage_comparison_figure", name="plot_stage_comparison"),
+            node(
+                plot_sample_panels,
+                ["tiles", "tile_masks", "cams", "prompts", "pseudo_masks", "tile_index",
+                 "params:reporting", "params:classes"],
+                "sample_panels_figure",
+                name="plot_sample_panels",
             ),
         ]
     )

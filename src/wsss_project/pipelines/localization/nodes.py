@@ -8,7 +8,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from wsss_project.learning.cam_training import build_cam_classifier, compute_cams, train_cam_classifier
+from wsss_project.learning.cam_training import (
+    build_cam_classifier,
+    compute_cams,
+    train_cam_classifier,
+)
 from wsss_project.pipelines.training_records import history_outputs
 from wsss_project.tile_data import Partitions, cam_key, stack_tiles, tiles_of_split
 from wsss_project.utils.device import resolve_device

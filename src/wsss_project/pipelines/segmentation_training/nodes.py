@@ -9,7 +9,11 @@ import numpy as np
 import pandas as pd
 
 from wsss_project.imagery.tiling import TileWindow, stitch_mean
-from wsss_project.learning.segmentation_training import build_resunet, predict_probabilities, train_resunet
+from wsss_project.learning.segmentation_training import (
+    build_resunet,
+    predict_probabilities,
+    train_resunet,
+)
 from wsss_project.pipelines.training_records import history_outputs
 from wsss_project.tile_data import Partitions, stack_tiles, tiles_of_split
 from wsss_project.utils.device import resolve_device
