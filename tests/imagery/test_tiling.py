@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from wsss_project.imagery.tiling import iter_tiles, stitch_mean, tile_origins, tile_stride, tile_windows
+from wsss_project.imagery.tiling import (
+    iter_tiles,
+    stitch_mean,
+    tile_origins,
+    tile_stride,
+    tile_windows,
+)
 
 
 @pytest.mark.parametrize("height,width", [(512, 512), (640, 533), (256, 256), (100, 300), (1024, 700)])
