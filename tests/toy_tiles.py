@@ -1,0 +1,36 @@
+"""A few hand-made tiles with exact masks and CAMs, shared by the pipeline tests."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+
+SIZE = 64
+GRABCUT = {"iterations": 3, "point_radius": 2, "point_neighbourhood_radius": 8, "cam_guided": False,
+           "prior_threshold": None}
+SAM_LABELING = {"segmenter": "grabcut", "prompt_mode": "point_box", "unprompted_positive": "ignore",
+                "embedding_cache_dir": None, "sam": {"checkpoint": None, "model_type": "vit_b",
+                                                     "multimask_output": True}, "grabcut": GRABCUT}
+PROMPT_GENERATION = {"threshold": 120, "splits": ["train"],
+                     "filters": {"min_contour_area": 0, "min_box_side": 0, "retrieval": "external",
+                                 "snap_points_inside": False}}
+
+
+def toy_tiles(n: int = 4, seed: int = 0):
+    """Green noisy tiles, odd ones with a brown square 'landslide'; CAM = blurred truth."""
+    rng = np.random.default_rng(seed)
+    tiles, masks, cams, rows = {}, {}, {}, []
+    for k in range(n):
+        tile_id = f"scene{k}__0_0"
+        image = np.clip(rng.normal((60, 120, 50), 12, (SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+        mask = np.zeros((SIZE, SIZE), np.uint8)
+        if k % 2:
+            mask[16:44, 20:48] = 1
+            image[mask == 1] = np.clip(rng.normal((150, 110, 80), 12, (int(mask.sum()), 3)), 0, 255).astype(np.uint8)
+        cam = cv2.GaussianBlur(mask.astype(np.float32) * 255, (0, 0), 4)
+        tiles[tile_id], masks[tile_id] = image, mask
+        cams[f"landslide/{tile_id}"] = np.round(cam / max(cam.max(), 1) * 255).astype(np.uint8)
+        rows.append({"tile_id": tile_id, "scene_id": f"scene{k}", "source": "toy", "row": 0, "col": 0,
+                     "height": SIZE, "width": SIZE, "split": "train", "landslide": int(k % 2)})
+    return tiles, masks, cams, pd.DataFrame(rows)
