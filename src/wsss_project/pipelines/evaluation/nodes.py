@@ -16,13 +16,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from matplotlib.figure import Figure
 
 from wsss_project.evaluation.metrics import ConfusionAccumulator
-from wsss_project.reporting.figures import sample_panels, stage_comparison
 from wsss_project.imagery.labels import IGNORE_INDEX
 from wsss_project.imagery.tiling import TileWindow, stitch_mean
+from wsss_project.reporting.figures import sample_panels, stage_comparison
 from wsss_project.tile_data import Partitions, cam_key, load_partition, tiles_of_split
 
 logger = logging.getLogger(__name__)
