@@ -39,6 +39,8 @@ def test_sweep_gathers_one_row_per_threshold():
     assert {"oa", "precision", "recall", "f1", "iou", "n_prompts", "n_empty_tiles"} <= set(table.columns)
     assert table["n_prompts"].iloc[-1] == 0 and table["iou"].iloc[-1] == 0.0  # nothing exceeds 255
     assert table["iou"].iloc[1] > 0.8
+    # At T=255 every positive tile is unprompted (all ignore): all counted empty; negatives never are.
+    assert table["n_empty_tiles"].tolist()[-1] == 2 and table["n_empty_tiles"].tolist()[1] == 0
     best = out["threshold_sweep_mlflow"]["threshold_sweep.best_T"]["value"]
     assert best == table.loc[table["iou"].idxmax(), "T"]
 

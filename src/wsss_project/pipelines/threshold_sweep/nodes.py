@@ -24,12 +24,14 @@ def with_prompt_mode(sam_labeling: dict, prompt_mode: str) -> dict:
     return {**sam_labeling, "prompt_mode": prompt_mode}
 
 
-def count_empty_masks(pseudo_masks: dict) -> int:
-    """Tiles whose pseudo-mask has no foreground pixel (all background or all ignore)."""
+def count_empty_masks(pseudo_masks: dict, tile_index: pd.DataFrame, classes: list[str]) -> int:
+    """Positive-labelled tiles whose pseudo-mask has no foreground pixel (missed or all ignore)."""
+    positive = set(tile_index.loc[tile_index[classes].sum(axis=1) > 0, "tile_id"])
     empty = 0
-    for load in pseudo_masks.values():
-        mask = load() if callable(load) else load
-        empty += int(not ((mask > 0) & (mask < 255)).any())
+    for tile_id, load in pseudo_masks.items():
+        if tile_id in positive:
+            mask = load() if callable(load) else load
+            empty += int(not ((mask > 0) & (mask < 255)).any())
     return empty
 
 
