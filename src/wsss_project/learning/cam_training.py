@@ -327,6 +327,25 @@ def cams_to_uint8(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.round(scaled * 255.0).clamp_(0, 255).to(torch.uint8)
 
 
+def _batched(
+    function: Callable[[torch.Tensor], torch.Tensor],
+    images: np.ndarray,
+    params: Mapping[str, Any],
+    device: torch.device,
+    batch_size: int,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Run `function` over normalised batches (flip-averaged if `tta_flips`); yield (start, out)."""
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            x = images_to_tensor(
+                images[start : start + batch_size],
+                params["image_mean"],
+                params["image_std"],
+                device,
+            )
+            yield start, flip_averaged(function, x, bool(params["tta_flips"]))
+
+
 def compute_cams(
     model: CAMClassifier,
     images: np.ndarray,
@@ -337,19 +356,11 @@ def compute_cams(
     """CAM heatmap per tile and class: (N, C, H, W) uint8, the H(x, y) of APSAM eq. 2."""
     require_params(params, CAM_INFER_KEYS, NAMESPACE)
     check_images(images)
-    n, h, w, _ = images.shape
+    n, h, w = images.shape[:3]
     out = np.zeros((n, model.n_classes, h, w), dtype=np.uint8)
     model.eval()
-    with torch.inference_mode():
-        for start in range(0, n, batch_size):
-            x = images_to_tensor(
-                images[start : start + batch_size],
-                params["image_mean"],
-                params["image_std"],
-                device,
-            )
-            raw = flip_averaged(model.cams, x, bool(params["tta_flips"]))
-            out[start : start + len(x)] = cams_to_uint8(raw, (h, w)).cpu().numpy()
+    for start, raw in _batched(model.cams, images, params, device, batch_size):
+        out[start : start + len(raw)] = cams_to_uint8(raw, (h, w)).cpu().numpy()
     return out
 
 
@@ -365,14 +376,6 @@ def predict_tile_probabilities(
     check_images(images)
     out = np.zeros((images.shape[0], model.n_classes), dtype=np.float32)
     model.eval()
-    with torch.inference_mode():
-        for start in range(0, images.shape[0], batch_size):
-            x = images_to_tensor(
-                images[start : start + batch_size],
-                params["image_mean"],
-                params["image_std"],
-                device,
-            )
-            probs = flip_averaged(lambda t: torch.sigmoid(model(t)), x, bool(params["tta_flips"]))
-            out[start : start + len(x)] = probs.float().cpu().numpy()
+    for start, probs in _batched(lambda t: torch.sigmoid(model(t)), images, params, device, batch_size):
+        out[start : start + len(probs)] = probs.float().cpu().numpy()
     return out

@@ -26,3 +26,14 @@ def test_same_seed_same_cams():
     runs = [generate_cams(tiles, index, train_cam_model(tiles, index, LOCALIZATION, ["landslide"], 3, "cpu")[0],
                           LOCALIZATION, ["landslide"], "cpu") for _ in range(2)]
     assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_classifier_scores_per_split_use_labels_only():
+    from wsss_project.pipelines.localization.nodes import score_classifier
+
+    tiles, _, _, index = toy_tiles(8)
+    index.loc[index.index[-4:], "split"] = "test"
+    state, _, _ = train_cam_model(tiles, index, {**LOCALIZATION, "epochs": 4}, ["landslide"], 0, "cpu")
+    scores = score_classifier(tiles, index, state, LOCALIZATION, ["landslide"], "cpu")
+    assert set(scores) == {f"localization.{s}.landslide.{m}" for s in ("train", "test") for m in ("auc", "accuracy")}
+    assert all(0.0 <= v["value"] <= 1.0 for v in scores.values())

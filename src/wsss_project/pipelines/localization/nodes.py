@@ -55,3 +55,36 @@ def generate_cams(
                 cams[cam_key(name, tile_id)] = per_class[class_id]
     logger.info("Computed CAMs of %d tiles (%.1f tiles/s)", len(tile_ids), len(tile_ids) / (time.perf_counter() - started))
     return cams
+
+
+def score_classifier(
+    tiles: Partitions, tile_index: pd.DataFrame, cam_model: dict, localization: dict, classes: list[str], device: str
+) -> dict[str, dict]:
+    """Tile-level ROC AUC and accuracy of the classifier per split and class (image-level labels only).
+
+    CAM quality is bounded by how well the classifier separates positive from negative tiles;
+    the test split shows whether it generalises to unseen scenes.
+    """
+    torch_device = resolve_device(device)
+    model = build_cam_classifier(len(classes), localization, load_pretrained=False)
+    model.load_state_dict(cam_model)
+    model.to(torch_device)
+    batch = int(localization["inference_batch_size"])
+    scores = {}
+    for split in ("train", "test"):
+        rows = tiles_of_split(tile_index, split)
+        if rows.empty:
+            continue
+        probs = np.concatenate([
+            predict_tile_probabilities(model, stack_tiles(tiles, rows["tile_id"].iloc[s : s + batch].tolist()),
+                                       localization, torch_device, batch)
+            for s in range(0, len(rows), batch)
+        ])
+        for k, name in enumerate(classes):
+            labels = rows[name].to_numpy()
+            auc = roc_auc_score(labels, probs[:, k]) if 0 < labels.sum() < len(labels) else float("nan")
+            accuracy = float(((probs[:, k] >= 0.5) == labels).mean())
+            scores[f"localization.{split}.{name}.auc"] = {"value": float(auc), "step": 0}
+            scores[f"localization.{split}.{name}.accuracy"] = {"value": accuracy, "step": 0}
+            logger.info("Classifier on %s tiles, %s: AUC %.3f, accuracy %.3f", split, name, auc, accuracy)
+    return scores

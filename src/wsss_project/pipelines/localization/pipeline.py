@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import generate_cams, train_cam_model
+from .nodes import generate_cams, score_classifier, train_cam_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -19,6 +19,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["tiles", "tile_index", "cam_model", "params:localization", "params:classes", "params:device"],
                 "cams",
                 name="generate_cams",
+            ),
+            node(
+                score_classifier,
+                ["tiles", "tile_index", "cam_model", "params:localization", "params:classes", "params:device"],
+                "classifier_scores",
+                name="score_classifier",
             ),
         ]
     )
