@@ -7,10 +7,12 @@ import time
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from wsss_project.learning.cam_training import (
     build_cam_classifier,
     compute_cams,
+    predict_tile_probabilities,
     train_cam_classifier,
 )
 from wsss_project.pipelines.training_records import history_outputs
