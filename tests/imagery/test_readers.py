@@ -4,7 +4,12 @@ import pytest
 import rasterio
 from affine import Affine
 
-from wsss_project.imagery.readers import find_scene_files, read_image, read_mask, write_georeferenced_mask
+from wsss_project.imagery.readers import (
+    find_scene_files,
+    read_image,
+    read_mask,
+    write_georeferenced_mask,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -40,15 +45,26 @@ def test_grey_and_16_bit_images_become_rgb_uint8(tmp_path):
 def test_geotiff_keeps_crs_and_transform(tmp_path):
     transform = Affine(0.5, 0, 500000, 0, -0.5, 3000000)
     data = RNG.integers(0, 3000, (4, 16, 16), dtype=np.uint16)  # 4 bands, 16-bit
-    with rasterio.open(tmp_path / "s.tif", "w", driver="GTiff", height=16, width=16, count=4, dtype="uint16",
-                       crs="EPSG:32648", transform=transform) as dst:
+    with rasterio.open(
+        tmp_path / "s.tif",
+        "w",
+        driver="GTiff",
+        height=16,
+        width=16,
+        count=4,
+        dtype="uint16",
+        crs="EPSG:32648",
+        transform=transform,
+    ) as dst:
         dst.write(data)
     rgb, meta = read_image(tmp_path / "s.tif")
     assert rgb.shape == (16, 16, 3) and rgb.dtype == np.uint8
     assert "32648" in meta["crs"] and meta["transform"] == list(transform)[:6]
     write_georeferenced_mask(tmp_path / "out" / "s_pred.tif", np.ones((16, 16), np.uint8), meta)
     with rasterio.open(tmp_path / "out" / "s_pred.tif") as src:
-        assert src.crs.to_epsg() == 32648 and src.transform == transform and src.read(1).sum() == 256
+        assert (
+            src.crs.to_epsg() == 32648 and src.transform == transform and src.read(1).sum() == 256
+        )
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["s_pred.tif"]
 
 
@@ -104,3 +120,40 @@ def test_reads_real_landslide_pairs(real_data):
         image, _ = read_image(scene.image_path)
         mask = read_mask(scene.mask_path, image.shape[:2], [255])
         assert set(np.unique(mask)) == {0, 1}
+
+
+def test_ignore_value_and_white_survive_and_unknown_colours_are_listed(tmp_path):
+    cv2.imwrite(str(tmp_path / "v.png"), np.array([[0, 1, 255]], np.uint8))
+    assert read_mask(tmp_path / "v.png", (1, 3), [1]).tolist() == [[0, 1, 255]]
+    rgb = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0], [9, 9, 9]]], np.uint8)
+    cv2.imwrite(str(tmp_path / "c.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    with pytest.raises(ValueError, match=r"c\.png.*\[9, 9, 9\]"):
+        read_mask(tmp_path / "c.png", (1, 4), [], [[255, 0, 0]])
+    with pytest.raises(ValueError, match=r"c\.png.*mask_palette"):
+        read_mask(tmp_path / "c.png", (1, 4), [255])
+    rgb[0, 3] = 0
+    cv2.imwrite(str(tmp_path / "c.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert read_mask(tmp_path / "c.png", (1, 4), [], [[255, 0, 0]]).tolist() == [[0, 255, 1, 0]]
+    # a white class wins over "ignore"
+    white = read_mask(tmp_path / "c.png", (1, 4), [], [[255, 0, 0], [255, 255, 255]])
+    assert white.tolist() == [[0, 2, 1, 0]]
+
+
+def test_empty_image_folder_and_missing_mask_folder_are_named(tmp_path):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "readme.txt").write_bytes(b"")
+    (tmp_path / "img" / "._a.png").write_bytes(b"")  # macOS resource fork, not an image
+    with pytest.raises(ValueError, match=r"data\.folder\.images_dir.*img"):
+        find_scene_files(tmp_path / "img", None, [".png"])
+    (tmp_path / "img" / "a.PNG").write_bytes(b"")
+    assert [f.scene_id for f in find_scene_files(tmp_path / "img", None, ["png"])] == ["a"]
+    with pytest.raises(FileNotFoundError, match=r"data\.folder\.masks_dir.*nope"):
+        find_scene_files(tmp_path / "img", tmp_path / "nope", [".png"])
+
+
+def test_unreadable_geotiff_is_named(tmp_path):
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
+    with pytest.raises(ValueError, match=r"broken\.tif"):
+        read_image(tmp_path / "broken.tif")
+    with pytest.raises(ValueError, match=r"broken\.tif"):
+        read_mask(tmp_path / "broken.tif", (1, 1), [255])

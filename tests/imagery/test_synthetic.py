@@ -22,7 +22,9 @@ def test_masks_are_binary_and_most_scenes_have_landslides():
 def test_landslides_are_elongated_and_not_scattered_pixels():
     ratios, small_share = [], []
     for seed in range(10):
-        mask = generate_scene(seed, 384, 384, {"debris_tongue_probability": 0.0, "landslide_count": [1, 1]})[1]
+        mask = generate_scene(
+            seed, 384, 384, {"debris_tongue_probability": 0.0, "landslide_count": [1, 1]}
+        )[1]
         if not mask.any():
             continue
         n, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
@@ -48,7 +50,7 @@ def test_colour_alone_does_not_solve_it():
                     inter, union = np.logical_and(pred, mask).sum(), np.logical_or(pred, mask).sum()
                     best = max(best, inter / union)
         ious.append(best)
-    assert max(ious) < 0.9
+    assert max(ious) < 0.7  # measured 0.20..0.44 at the defaults
 
 
 def test_unknown_parameter_is_named():

@@ -27,14 +27,20 @@ class SceneFile:
 
 
 def _files_by_stem(directory: Path, extensions: Sequence[str], parameter: str) -> dict[str, Path]:
+    """Files of `directory` with one of `extensions` (any case), keyed by stem; stems unique."""
     if not directory.is_dir():
         raise FileNotFoundError(f"parameter `{parameter}`: directory {directory} does not exist")
-    wanted = {e.lower() for e in extensions}
+    wanted = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     found: dict[str, Path] = {}
     for path in sorted(directory.iterdir()):
+        # hidden files (macOS "._x.png" resource forks, editor backups) are never imagery
+        if path.name.startswith("."):
+            continue
         if path.is_file() and path.suffix.lower() in wanted:
             if path.stem in found:
-                raise ValueError(f"parameter `{parameter}`: {found[path.stem].name} and {path.name} share the stem {path.stem!r}")
+                raise ValueError(
+                    f"parameter `{parameter}`: {found[path.stem].name} and {path.name} share the stem {path.stem!r}"
+                )
             found[path.stem] = path
     return found
 
@@ -56,12 +62,18 @@ def find_scene_files(
         raise FileNotFoundError(
             f"parameter `data.folder.masks_dir`: no mask in {masks_dir} for image(s) "
             f"{', '.join(images[s].name for s in missing[:MAX_LISTED_VALUES])}"
-            + (f" and {len(missing) - MAX_LISTED_VALUES} more" if len(missing) > MAX_LISTED_VALUES else "")
+            + (
+                f" and {len(missing) - MAX_LISTED_VALUES} more"
+                if len(missing) > MAX_LISTED_VALUES
+                else ""
+            )
         )
     return [SceneFile(stem, images[stem], masks[stem]) for stem in images]
 
 
-def stretch_to_uint8(array: np.ndarray, low_percentile: float = 2.0, high_percentile: float = 98.0) -> np.ndarray:
+def stretch_to_uint8(
+    array: np.ndarray, low_percentile: float = 2.0, high_percentile: float = 98.0
+) -> np.ndarray:
     """Map a non-uint8 image to 0..255 by a per-image percentile stretch (as GIS viewers do)."""
     if array.dtype == np.uint8:
         return array
@@ -83,13 +95,16 @@ def _to_rgb(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _read_geotiff(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """Up to the first 3 bands as (H, W, C), with the CRS string and the 6 affine coefficients."""
     import rasterio  # only GeoTIFF users pay for the import
 
     try:
         with rasterio.open(path) as src:
             bands = src.read(list(range(1, min(src.count, 3) + 1)))
             crs = src.crs.to_string() if src.crs else None
-            transform = list(src.transform)[:6] if src.transform and not src.transform.is_identity else None
+            transform = (
+                list(src.transform)[:6] if src.transform and not src.transform.is_identity else None
+            )
     except rasterio.errors.RasterioError as err:
         raise ValueError(f"{path}: cannot read GeoTIFF: {err}") from err
     return np.moveaxis(bands, 0, -1), {"crs": crs, "transform": transform}
@@ -115,6 +130,7 @@ def read_image(
 
 
 def _read_mask_array(path: Path) -> np.ndarray:
+    """Raw mask values: (H, W) for single-band files, (H, W, 3) RGB for colour files."""
     if path.suffix.lower() in GEOTIFF_SUFFIXES:
         array, _ = _read_geotiff(path)
         return array[..., 0] if array.shape[2] == 1 else array
@@ -140,21 +156,28 @@ def read_mask(
     path = Path(path)
     array = _read_mask_array(path)
     if tuple(array.shape[:2]) != tuple(expected_shape):
-        raise ValueError(f"{path}: mask is {array.shape[:2]} but its image is {tuple(expected_shape)}")
+        raise ValueError(
+            f"{path}: mask is {array.shape[:2]} but its image is {tuple(expected_shape)}"
+        )
     out = np.full(array.shape[:2], IGNORE_VALUE, dtype=np.uint8)
     if palette is not None:
         rgb = array if array.ndim == 3 else np.repeat(array[..., None], 3, axis=2)
-        known = np.zeros(out.shape, bool)
+        # white is "ignore" like value 255, unless a class is white (Potsdam's impervious surface)
+        known = np.all(rgb == IGNORE_VALUE, axis=2)
         for index, colour in enumerate([(0, 0, 0), *palette]):
             hit = np.all(rgb == np.asarray(colour, dtype=rgb.dtype), axis=2)
             out[hit], known = index, known | hit
         if not known.all():
             bad = np.unique(rgb[~known].reshape(-1, 3), axis=0)[:MAX_LISTED_VALUES]
-            raise ValueError(f"{path}: colours {bad.tolist()} match no class of `data.folder.mask_palette`")
+            raise ValueError(
+                f"{path}: colours {bad.tolist()} match no class of `data.folder.mask_palette`"
+            )
         return out
     if array.ndim == 3:
         if not (array == array[..., :1]).all():
-            raise ValueError(f"{path}: mask is colour; set `data.folder.mask_palette` for RGB masks")
+            raise ValueError(
+                f"{path}: mask is colour; set `data.folder.mask_palette` for RGB masks"
+            )
         array = array[..., 0]
     known = (array == 0) | (array == IGNORE_VALUE)
     out[array == 0] = 0
@@ -163,7 +186,9 @@ def read_mask(
         out[hit], known = index, known | hit
     if not known.all():
         bad = np.unique(array[~known])[:MAX_LISTED_VALUES]
-        raise ValueError(f"{path}: values {bad.tolist()} match no class of `data.folder.mask_class_values` {list(class_values)}")
+        raise ValueError(
+            f"{path}: values {bad.tolist()} match no class of `data.folder.mask_class_values` {list(class_values)}"
+        )
     return out
 
 
@@ -179,8 +204,15 @@ def write_georeferenced_mask(path: str | Path, mask: np.ndarray, meta: dict[str,
     os.close(fd)
     try:
         with rasterio.open(
-            tmp, "w", driver="GTiff", height=mask.shape[0], width=mask.shape[1], count=1,
-            dtype="uint8", crs=meta.get("crs"), transform=transform,
+            tmp,
+            "w",
+            driver="GTiff",
+            height=mask.shape[0],
+            width=mask.shape[1],
+            count=1,
+            dtype="uint8",
+            crs=meta.get("crs"),
+            transform=transform,
         ) as dst:
             dst.write(mask.astype(np.uint8), 1)
         os.replace(tmp, path)

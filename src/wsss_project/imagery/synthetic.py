@@ -279,7 +279,10 @@ def _paint_fields(rng: np.random.Generator, canvas: np.ndarray, p: dict) -> None
                 offset_u = (col + 0.5) * parcel_w - block_w / 2
                 offset_v = (row + 0.5) * parcel_h - block_h / 2
                 parcel_centre = centre + offset_u * axis_u + offset_v * axis_v
-                size = (max(parcel_w - p["field_gap_px"], 1.0), max(parcel_h - p["field_gap_px"], 1.0))
+                size = (
+                    max(parcel_w - p["field_gap_px"], 1.0),
+                    max(parcel_h - p["field_gap_px"], 1.0),
+                )
                 corners = cv2.boxPoints((tuple(parcel_centre), size, np.degrees(angle)))
                 region = _polygon_mask(height, width, corners)
                 bare = rng.random() < p["field_bare_probability"]
@@ -346,7 +349,9 @@ def _paint_roads(rng: np.random.Generator, canvas: np.ndarray, p: dict) -> None:
         region = np.zeros((height, width), dtype=np.uint8)
         thickness = _integer(rng, p["road_width_px"])
         cv2.polylines(region, [np.round(path).astype(np.int32)], False, 1, thickness=thickness)
-        _paint(canvas, region.astype(bool), _pick_colour(rng, p["road_colours"], p["colour_jitter"]))
+        _paint(
+            canvas, region.astype(bool), _pick_colour(rng, p["road_colours"], p["colour_jitter"])
+        )
 
 
 def _paint_buildings(rng: np.random.Generator, canvas: np.ndarray, p: dict) -> None:
@@ -453,9 +458,11 @@ def _paint_landslide(
     across = -xx * np.sin(downslope) + yy * np.cos(downslope)
     waviness = _value_noise(rng, h, w, p["landslide_patch_scale_px"]) * 2 * np.pi
     streaks = np.sin(2 * np.pi * across / p["landslide_streak_period_px"] + waviness)
-    texture = p["landslide_texture_strength"] * _fractal_noise(
-        rng, h, w, p["landslide_texture_scale_px"], octaves
-    ) + p["landslide_streak_strength"] * streaks
+    texture = (
+        p["landslide_texture_strength"]
+        * _fractal_noise(rng, h, w, p["landslide_texture_scale_px"], octaves)
+        + p["landslide_streak_strength"] * streaks
+    )
     values = colour * (1.0 + texture[..., None])
 
     n_speckles = int(round(p["rock_speckle_density"] * local.sum()))
