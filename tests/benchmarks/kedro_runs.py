@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+import mlflow
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
@@ -34,6 +35,7 @@ def run_stages(workdir: Path, stages: list[str], params: dict) -> dict[str, floa
         started = time.perf_counter()
         with KedroSession.create(project_path=workdir, runtime_params=params) as session:
             session.run(pipeline_name=stage)
+        end_mlflow_run()
         seconds[stage] = time.perf_counter() - started
     return seconds
 
@@ -41,3 +43,10 @@ def run_stages(workdir: Path, stages: list[str], params: dict) -> dict[str, floa
 def latest_json(path: Path) -> dict:
     """The newest version of a versioned JSON dataset."""
     return json.loads((sorted(path.iterdir())[-1] / path.name).read_text())
+
+
+def end_mlflow_run() -> None:
+    """Close the run kedro-mlflow leaves active in this process, so the next session opens its own
+    (a CLI `kedro run` is a process of its own and never meets this)."""
+    while mlflow.active_run() is not None:
+        mlflow.end_run()

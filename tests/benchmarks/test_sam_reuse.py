@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import torch
 from kedro.framework.session import KedroSession
-from kedro_runs import make_workdir, run_stages
+from kedro_runs import end_mlflow_run, make_workdir, run_stages
 from segment_anything import sam_model_registry
 from segment_anything.modeling import (
     ImageEncoderViT,
@@ -58,6 +58,7 @@ def _timed_namespaces(workdir: Path, params: dict, namespaces: list[str]) -> flo
     started = time.perf_counter()
     with KedroSession.create(project_path=workdir, runtime_params=params) as session:
         session.run(pipeline_name="threshold_sweep", namespaces=namespaces)
+    end_mlflow_run()
     return time.perf_counter() - started
 
 

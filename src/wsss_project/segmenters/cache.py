@@ -9,6 +9,7 @@ memory.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -30,7 +31,17 @@ _MODEL_DIR_CHARS = 16
 
 
 def checkpoint_fingerprint(path: str | Path, model_type: str) -> str:
-    """sha256 of a checkpoint file's content (streamed) and the model type: a SAM ``model_key``."""
+    """sha256 of a checkpoint file's content (streamed) and the model type: a SAM ``model_key``.
+
+    Hashing a 375 MB vit_b takes about a second; within a process the digest is reused while the
+    file's size and modification time are unchanged (every sweep namespace asks for it).
+    """
+    stat = Path(path).stat()
+    return _hash_checkpoint(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, model_type)
+
+
+@functools.lru_cache(maxsize=8)
+def _hash_checkpoint(path: str, size: int, mtime_ns: int, model_type: str) -> str:
     digest = hashlib.sha256()
     digest.update(f"sam:{model_type}:".encode())
     with open(path, "rb") as handle:

@@ -12,9 +12,11 @@ embedding) is in memory at a time whatever the tile count.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -118,6 +120,36 @@ class TileLabeler:
         return compute
 
 
+_SEGMENTERS: dict[str, PromptableSegmenter] = {}
+
+
+def _model_key(params: dict, device: str) -> str:
+    """What identifies the model: SAM's checkpoint file (content stamp), or GrabCut's settings."""
+    sam = params.get("sam") or {}
+    uses_sam = params["segmenter"] == "sam" or (params["segmenter"] == "auto" and sam.get("checkpoint"))
+    if not uses_sam:
+        return json.dumps({"grabcut": params["grabcut"]}, sort_keys=True, default=str)
+    stamp = None
+    if sam.get("checkpoint") and Path(sam["checkpoint"]).is_file():
+        stat = Path(sam["checkpoint"]).stat()
+        stamp = (stat.st_size, stat.st_mtime_ns)
+    return json.dumps({"sam": sam, "stamp": stamp, "device": str(device)}, sort_keys=True, default=str)
+
+
+def shared_segmenter(params: dict, device: str) -> PromptableSegmenter:
+    """The segmenter for these parameters, built once per process.
+
+    Every threshold and prompt-mode namespace labels with the same model: loading a SAM checkpoint
+    costs seconds, decoding a tile's prompts from a cached embedding a fraction of one. A changed
+    checkpoint file (size or modification time) builds a new one.
+    """
+    key = _model_key(params, device)
+    if key not in _SEGMENTERS:
+        _SEGMENTERS.clear()  # one model in memory at a time
+        _SEGMENTERS[key] = build_segmenter(params, device)
+    return _SEGMENTERS[key]
+
+
 def build_embedding_cache(sam_labeling: dict, segmenter: PromptableSegmenter) -> EmbeddingCache | None:
     """A persisted embedding cache for SAM (keyed by checkpoint content); None for GrabCut."""
     directory = sam_labeling.get("embedding_cache_dir")
@@ -133,7 +165,7 @@ def label_tiles(
 ) -> dict[str, Callable[[], np.ndarray]]:
     """A pseudo-mask for every tile of the prompted splits (computed lazily at save time)."""
     params = resolve_segmenter_params(sam_labeling, int(prompt_generation["threshold"]))
-    segmenter = build_segmenter(params, device)
+    segmenter = shared_segmenter(params, device)
     labeler = TileLabeler(
         segmenter, prompts, params["prompt_mode"], params["unprompted_positive"], build_embedding_cache(params, segmenter)
     )

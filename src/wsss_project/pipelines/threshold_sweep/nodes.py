@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from wsss_project.pipelines.evaluation.nodes import evaluate_pseudo_labels
 from wsss_project.reporting.figures import prompt_ablation_bars, threshold_curve
 
 logger = logging.getLogger(__name__)
@@ -24,15 +26,30 @@ def with_prompt_mode(sam_labeling: dict, prompt_mode: str) -> dict:
     return {**sam_labeling, "prompt_mode": prompt_mode}
 
 
-def count_empty_masks(pseudo_masks: dict, tile_index: pd.DataFrame, classes: list[str]) -> int:
-    """Positive-labelled tiles whose pseudo-mask has no foreground pixel (missed or all ignore)."""
+def evaluate_variant(
+    pseudo_masks: dict, tile_masks: dict, tile_index: pd.DataFrame, classes: list[str]
+) -> tuple[dict, int]:
+    """Pseudo-label metrics and the number of positive tiles left with an empty mask, in one pass.
+
+    A variant's pseudo-masks are lazy (computed when loaded); one pass decodes each tile once.
+    """
     positive = set(tile_index.loc[tile_index[classes].sum(axis=1) > 0, "tile_id"])
     empty = 0
-    for tile_id, load in pseudo_masks.items():
-        if tile_id in positive:
+
+    def counting(tile_id: str, load):
+        def compute() -> np.ndarray:
+            nonlocal empty
             mask = load() if callable(load) else load
-            empty += int(not ((mask > 0) & (mask < 255)).any())
-    return empty
+            if tile_id in positive and not ((mask > 0) & (mask < 255)).any():
+                empty += 1
+            return mask
+
+        return compute
+
+    metrics = evaluate_pseudo_labels(
+        {tile_id: counting(tile_id, load) for tile_id, load in pseudo_masks.items()}, tile_masks, tile_index, classes
+    )
+    return metrics, empty
 
 
 def sweep_row(pseudo_metrics: dict, cam_metrics: dict, prompts: pd.DataFrame, n_empty: int, threshold: int) -> dict:

@@ -12,13 +12,13 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from wsss_project.pipelines.evaluation.nodes import evaluate_cam_threshold, evaluate_pseudo_labels
+from wsss_project.pipelines.evaluation.nodes import evaluate_cam_threshold
 from wsss_project.pipelines.prompt_generation.nodes import generate_prompts
 from wsss_project.pipelines.sam_labeling.nodes import label_tiles
 
 from .nodes import (
     ablation_row,
-    count_empty_masks,
+    evaluate_variant,
     gather_prompt_ablation,
     gather_threshold_sweep,
     sweep_row,
@@ -47,8 +47,8 @@ def _labelling_and_evaluation(pg_params: str, sl_params: str) -> list:
             "pseudo_masks",
             name="label_tiles",
         ),
-        node(evaluate_pseudo_labels, ["pseudo_masks", "tile_masks", "tile_index", "params:classes"],
-             "pseudo_label_metrics", name="evaluate_pseudo_labels"),
+        node(evaluate_variant, ["pseudo_masks", "tile_masks", "tile_index", "params:classes"],
+             ["pseudo_label_metrics", "n_empty_tiles"], name="evaluate_variant"),
     ]
 
 
@@ -59,8 +59,6 @@ def _sweep_namespace(threshold: int) -> Pipeline:
             *_labelling_and_evaluation("pg_params", "params:sam_labeling"),
             node(evaluate_cam_threshold, ["cams", "tile_masks", "tile_index", "pg_params", "params:classes"],
                  "cam_threshold_metrics", name="evaluate_cam_threshold"),
-            node(count_empty_masks, ["pseudo_masks", "tile_index", "params:classes"], "n_empty_tiles",
-                 name="count_empty_masks"),
             node(_bound(sweep_row, threshold=threshold),
                  ["pseudo_label_metrics", "cam_threshold_metrics", "prompts", "n_empty_tiles"],
                  "row", name="sweep_row"),
