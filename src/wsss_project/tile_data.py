@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -37,16 +37,3 @@ def tiles_of_split(tile_index: pd.DataFrame, splits: list[str] | str) -> pd.Data
 def stack_tiles(tiles: Partitions, tile_ids: list[str], dataset: str = "tiles") -> np.ndarray:
     """Load tiles into one (N, H, W[, C]) array, for training and batched inference."""
     return np.stack([load_partition(tiles, tile_id, dataset) for tile_id in tile_ids])
-
-
-def iter_partitions(
-    partitions: Partitions, keys: list[str], dataset: str
-) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield (key, array) one at a time, so that only one partition is held in memory."""
-    for key in keys:
-        yield key, load_partition(partitions, key, dataset)
-
-
-def lazy(function: Callable[..., np.ndarray], *args: Any) -> Callable[[], np.ndarray]:
-    """A partition that is computed when saved, so outputs stream to disk one by one."""
-    return lambda: function(*args)
