@@ -57,6 +57,21 @@ def test_default_pipeline_end_to_end(project_copy):
         tp, fp, fn = tp + int((pred & gt).sum()), fp + int((pred & ~gt).sum()), fn + int((~pred & gt).sum())
     assert metrics["pseudo_labels"]["iou"] == pytest_approx(tp / max(tp + fp + fn, 1))
 
+    # ... and so do the prediction metrics, from the saved scene PNGs and the test tiles' masks.
+    tp = fp = fn = 0
+    for scene in test_scenes.itertuples():
+        truth = np.full((scene.height, scene.width), 255, np.uint8)
+        for t in index[(index.scene_id == scene.scene_id)].itertuples():
+            truth[t.row : t.row + t.height, t.col : t.col + t.width] = read_png(
+                data / "02_intermediate" / "tile_masks" / f"{t.tile_id}.png"
+            )[: t.height, : t.width]
+        pred = read_png(data / "07_model_output" / "predictions" / f"{scene.scene_id}.png") == 255
+        gt, valid = truth == 1, truth != 255
+        tp += int((pred & gt & valid).sum())
+        fp += int((pred & ~gt & valid).sum())
+        fn += int((~pred & gt & valid).sum())
+    assert metrics["prediction"]["iou"] == pytest_approx(tp / max(tp + fp + fn, 1))
+
     # The run is in MLflow with its parameters and the metrics of every stage.
     mlflow.set_tracking_uri(f"sqlite:///{project_copy / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["wsss_project"])
