@@ -37,3 +37,14 @@ def test_classifier_scores_per_split_use_labels_only():
     scores = score_classifier(tiles, index, state, LOCALIZATION, ["landslide"], "cpu")
     assert set(scores) == {f"localization.{s}.landslide.{m}" for s in ("train", "test") for m in ("auc", "accuracy")}
     assert all(0.0 <= v["value"] <= 1.0 for v in scores.values())
+
+
+def test_border_tile_cam_is_zero_over_padding_and_peaks_in_the_scene():
+    from wsss_project.pipelines.localization.nodes import restrict_to_scene
+
+    heatmap = np.zeros((8, 8), np.uint8)
+    heatmap[:, 6:] = 255  # hot padding column
+    heatmap[2, 2] = 100
+    out = restrict_to_scene(heatmap, 8, 5)
+    assert (out[:, 5:] == 0).all() and out[2, 2] == 255 and out.dtype == np.uint8
+    np.testing.assert_array_equal(restrict_to_scene(heatmap, 8, 8), heatmap)

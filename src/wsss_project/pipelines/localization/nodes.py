@@ -38,6 +38,22 @@ def train_cam_model(
     return {k: v.cpu() for k, v in model.state_dict().items()}, table, curves
 
 
+def restrict_to_scene(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Zero a border tile's CAM over its padding and rescale the scene part to peak at 255.
+
+    The reflected padding is not scene: on landslide_real the classifier fired along padded
+    borders, and APG turned those stripes into prompts.
+    """
+    if heatmap.shape == (height, width):
+        return heatmap
+    out = np.zeros_like(heatmap)
+    part = heatmap[:height, :width].astype(np.float32)
+    peak = part.max()
+    if peak > 0:
+        out[:height, :width] = np.round(part / peak * 255.0).astype(np.uint8)
+    return out
+
+
 def generate_cams(
     tiles: Partitions, tile_index: pd.DataFrame, cam_model: dict, localization: dict, classes: list[str], device: str
 ) -> dict[str, np.ndarray]:
@@ -47,14 +63,16 @@ def generate_cams(
     model.load_state_dict(cam_model)
     model.to(torch_device).eval()
     batch = int(localization["inference_batch_size"])
-    tile_ids = tile_index.sort_values("tile_id")["tile_id"].tolist()
+    ordered = tile_index.sort_values("tile_id")
+    tile_ids = ordered["tile_id"].tolist()
+    valid = dict(zip(tile_ids, zip(ordered["height"], ordered["width"], strict=True), strict=True))
     cams, started = {}, time.perf_counter()
     for start in range(0, len(tile_ids), batch):
         chunk = tile_ids[start : start + batch]
         heatmaps = compute_cams(model, stack_tiles(tiles, chunk), localization, torch_device, batch)
         for tile_id, per_class in zip(chunk, heatmaps, strict=True):
             for class_id, name in enumerate(classes):
-                cams[cam_key(name, tile_id)] = per_class[class_id]
+                cams[cam_key(name, tile_id)] = restrict_to_scene(per_class[class_id], *valid[tile_id])
     logger.info("Computed CAMs of %d tiles (%.1f tiles/s)", len(tile_ids), len(tile_ids) / (time.perf_counter() - started))
     return cams
 
