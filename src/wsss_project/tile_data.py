@@ -34,6 +34,18 @@ def tiles_of_split(tile_index: pd.DataFrame, splits: list[str] | str) -> pd.Data
     return tile_index[tile_index["split"].isin(splits)].sort_values("tile_id").reset_index(drop=True)
 
 
+def positive_class_ids(tile: Any, classes: list[str]) -> list[int]:
+    """Class ids (1-based) a tile is labelled positive for; `tile` is a tile_index row (a Series or
+    dict). Columns are read by name, so class names with spaces or dashes work (itertuples would
+    rename them to `_5`)."""
+    return [k for k, name in enumerate(classes, start=1) if int(tile[name])]
+
+
+def tile_rows(tile_index: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows of a tile table as dicts keyed by column name (any class name is a valid key)."""
+    return tile_index.to_dict("records")
+
+
 def stack_tiles(tiles: Partitions, tile_ids: list[str], dataset: str = "tiles") -> np.ndarray:
     """Load tiles into one (N, H, W[, C]) array, for training and batched inference."""
     return np.stack([load_partition(tiles, tile_id, dataset) for tile_id in tile_ids])

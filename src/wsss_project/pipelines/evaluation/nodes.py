@@ -22,7 +22,7 @@ from wsss_project.evaluation.metrics import ConfusionAccumulator
 from wsss_project.imagery.labels import IGNORE_INDEX
 from wsss_project.imagery.tiling import TileWindow, stitch_mean
 from wsss_project.reporting.figures import sample_panels, stage_comparison
-from wsss_project.tile_data import Partitions, cam_key, load_partition, tiles_of_split
+from wsss_project.tile_data import Partitions, cam_key, load_partition, tile_rows, tiles_of_split
 
 logger = logging.getLogger(__name__)
 
@@ -70,13 +70,13 @@ def evaluate_cam_threshold(
     """Metrics of CAM > T on every train tile."""
     threshold = int(prompt_generation["threshold"])
     pooled, by_source = _accumulators(classes)
-    for tile in tiles_of_split(tile_index, "train").itertuples(index=False):
-        labels = np.array([int(getattr(tile, name)) for name in classes])
-        heatmaps = np.stack([load_partition(cams, cam_key(name, tile.tile_id), "cams") for name in classes])
+    for tile in tile_rows(tiles_of_split(tile_index, "train")):
+        labels = np.array([int(tile[name]) for name in classes])
+        heatmaps = np.stack([load_partition(cams, cam_key(name, tile["tile_id"]), "cams") for name in classes])
         pred = cam_threshold_mask(heatmaps, labels, threshold)
-        target = load_partition(tile_masks, tile.tile_id, "tile_masks")
+        target = load_partition(tile_masks, tile["tile_id"], "tile_masks")
         pooled.update(pred, target)
-        by_source[tile.source].update(pred, target)
+        by_source[tile["source"]].update(pred, target)
     result = _summarise(pooled, by_source, _class_names(classes))
     logger.info("cam_threshold (T=%d): F1 %.3f IoU %.3f", threshold, result["f1"], result["iou"])
     return result

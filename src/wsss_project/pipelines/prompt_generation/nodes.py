@@ -7,7 +7,14 @@ import logging
 import pandas as pd
 
 from wsss_project.geometry.prompts import adaptive_prompts, prompts_table
-from wsss_project.tile_data import Partitions, cam_key, load_partition, tiles_of_split
+from wsss_project.tile_data import (
+    Partitions,
+    cam_key,
+    load_partition,
+    positive_class_ids,
+    tile_rows,
+    tiles_of_split,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +30,10 @@ def generate_prompts(
     filters = prompt_generation["filters"]
     records = []
     tiles = tiles_of_split(tile_index, prompt_generation["splits"])
-    for tile in tiles.itertuples(index=False):
-        for class_id, name in enumerate(classes, start=1):
-            if int(getattr(tile, name)) == 0:
-                continue
-            heatmap = load_partition(cams, cam_key(name, tile.tile_id), "cams")
-            records.append((tile.tile_id, class_id, adaptive_prompts(heatmap, threshold, **filters)))
+    for tile in tile_rows(tiles):
+        for class_id in positive_class_ids(tile, classes):
+            heatmap = load_partition(cams, cam_key(classes[class_id - 1], tile["tile_id"]), "cams")
+            records.append((tile["tile_id"], class_id, adaptive_prompts(heatmap, threshold, **filters)))
     table = prompts_table(records)
     logger.info(
         "T=%d: %d prompts on %d positive (tile, class) pairs of %d tiles; %d pairs got none",

@@ -25,7 +25,14 @@ from wsss_project.imagery.labels import IGNORE_INDEX
 from wsss_project.segmenters.base import ImageState, PromptableSegmenter, prompts_for_mode
 from wsss_project.segmenters.cache import EmbeddingCache, checkpoint_fingerprint
 from wsss_project.segmenters.factory import build_segmenter
-from wsss_project.tile_data import Partitions, cam_key, load_partition, tiles_of_split
+from wsss_project.tile_data import (
+    Partitions,
+    cam_key,
+    load_partition,
+    positive_class_ids,
+    tile_rows,
+    tiles_of_split,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -172,9 +179,8 @@ def label_tiles(
     selected = tiles_of_split(tile_index, prompt_generation["splits"])
     logger.info("Labelling %d tiles with %s, prompt mode %s", len(selected), segmenter.name, params["prompt_mode"])
     return {
-        tile.tile_id: labeler.for_tile(
-            tile.tile_id, tiles, cams, classes,
-            [k for k, name in enumerate(classes, start=1) if int(getattr(tile, name))], len(selected),
+        tile["tile_id"]: labeler.for_tile(
+            tile["tile_id"], tiles, cams, classes, positive_class_ids(tile, classes), len(selected)
         )
-        for tile in selected.itertuples(index=False)
+        for tile in tile_rows(selected)
     }
