@@ -11,7 +11,7 @@ GRABCUT = {"iterations": 3, "point_radius": 2, "point_neighbourhood_radius": 8, 
            "prior_threshold": None}
 SAM_LABELING = {"segmenter": "grabcut", "prompt_mode": "point_box", "unprompted_positive": "ignore",
                 "embedding_cache_dir": None, "sam": {"checkpoint": None, "model_type": "vit_b",
-                                                     "multimask_output": True}, "grabcut": GRABCUT}
+                                                     "multimask_output": "auto"}, "grabcut": GRABCUT}
 PROMPT_GENERATION = {"threshold": 120, "splits": ["train"],
                      "filters": {"min_contour_area": 0, "min_box_side": 0, "retrieval": "external",
                                  "snap_points_inside": False}}

@@ -18,6 +18,7 @@ from segment_anything.modeling import (
 
 from wsss_project.segmenters.base import prompts_for_mode
 from wsss_project.segmenters.cache import EmbeddingCache, checkpoint_fingerprint
+from wsss_project.segmenters.factory import build_segmenter
 from wsss_project.segmenters.sam import SamSegmenter
 
 IMG_SIZE = 128  # SAM input side (ResizeLongestSide target)
@@ -185,3 +186,120 @@ def test_point_mode_rejects_nan_points(segmenter, image):
 def test_missing_param_names_the_key():
     with pytest.raises(KeyError, match="sam_labeling.sam.multimask_output"):
         SamSegmenter(build_tiny_sam(), DEVICE, {})
+
+
+# --------------------------------------------------------------------------- multimask_output
+
+
+@pytest.fixture(scope="module")
+def auto_segmenter(segmenter) -> SamSegmenter:
+    return SamSegmenter(segmenter.model, DEVICE, {"multimask_output": "auto"})
+
+
+def _direct_predict_torch(model: Sam, image: np.ndarray, boxes, points, multimask: bool):
+    """segment_anything's own batched call on the same prompts: (mask logits, IoU predictions)."""
+    from segment_anything import SamPredictor
+
+    predictor = SamPredictor(model)
+    predictor.set_image(image)
+    transform, size = predictor.transform, predictor.original_size
+    coords = labels = boxes_torch = None
+    if points is not None:
+        has_point = ~np.isnan(points).any(axis=1)
+        xy = torch.as_tensor(np.where(has_point[:, None], points, 0.0), dtype=torch.float)
+        coords = transform.apply_coords_torch(xy, size)[:, None, :]
+        labels = torch.as_tensor(np.where(has_point, 1, -1), dtype=torch.int)[:, None]
+    if boxes is not None:
+        boxes_torch = transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float), size)
+    with torch.inference_mode():
+        logits, iou, _ = predictor.predict_torch(
+            coords, labels, boxes_torch, multimask_output=multimask, return_logits=True
+        )
+    return logits, iou
+
+
+def _best_of_three(logits: torch.Tensor, iou: torch.Tensor, threshold: float):
+    best = iou.argmax(dim=1)
+    rows = torch.arange(len(best))
+    return (logits[rows, best] > threshold).numpy(), iou[rows, best].numpy()
+
+
+@pytest.mark.parametrize("mode", ["point_box", "box"])
+def test_auto_takes_sams_single_mask_for_box_prompts(auto_segmenter, image, mode):
+    """Box prompts are unambiguous: auto returns mask token 0 of multimask_output=False."""
+    model = auto_segmenter.model
+    boxes, points, _ = prompts_for_mode(BOXES_XYWH, POINTS, mode)
+    masks, scores = auto_segmenter.segment(auto_segmenter.embed(image), boxes, points)
+
+    single_logits, single_iou = _direct_predict_torch(model, image, boxes, points, False)
+    assert single_logits.shape[1] == 1  # SAM's single-mask head: one mask per prompt
+    np.testing.assert_array_equal(masks, (single_logits[:, 0] > model.mask_threshold).numpy())
+    np.testing.assert_allclose(scores, single_iou[:, 0].numpy(), atol=1e-6)
+
+    multi_masks, multi_scores = _best_of_three(
+        *_direct_predict_torch(model, image, boxes, points, True), model.mask_threshold
+    )
+    # Not the best of three: the other head's IoU and masks (would pass if auto meant true).
+    assert not np.allclose(scores, multi_scores, atol=1e-4)
+    assert (masks != multi_masks).any()
+
+
+def test_auto_keeps_best_of_three_for_point_only_prompts(auto_segmenter, image):
+    model = auto_segmenter.model
+    boxes, points, _ = prompts_for_mode(BOXES_XYWH, POINTS, "point")
+    assert boxes is None
+    masks, scores = auto_segmenter.segment(auto_segmenter.embed(image), boxes, points)
+    logits, iou = _direct_predict_torch(model, image, boxes, points, True)
+    assert logits.shape[1] == 3
+    ref_masks, ref_scores = _best_of_three(logits, iou, model.mask_threshold)
+    np.testing.assert_array_equal(masks, ref_masks)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-6)
+
+
+def test_false_takes_single_mask_even_for_points(segmenter, image):
+    model = segmenter.model
+    single = SamSegmenter(model, DEVICE, {"multimask_output": False})
+    boxes, points, _ = prompts_for_mode(BOXES_XYWH, POINTS, "point")
+    masks, scores = single.segment(single.embed(image), boxes, points)
+    logits, iou = _direct_predict_torch(model, image, boxes, points, False)
+    np.testing.assert_array_equal(masks, (logits[:, 0] > model.mask_threshold).numpy())
+    np.testing.assert_allclose(scores, iou[:, 0].numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [("auto", None), (True, True), (False, False), ("true", True), ("False", False)],
+)
+def test_multimask_settings(setting, expected):
+    assert (
+        SamSegmenter(build_tiny_sam(), DEVICE, {"multimask_output": setting}).multimask_output
+        is expected
+    )
+
+
+@pytest.mark.parametrize("setting", ["maybe", 1, None, "best"])
+def test_invalid_multimask_names_the_key(setting):
+    with pytest.raises(ValueError, match="sam_labeling.sam.multimask_output"):
+        SamSegmenter(build_tiny_sam(), DEVICE, {"multimask_output": setting})
+
+
+def test_factory_rejects_invalid_multimask_before_loading(tmp_path):
+    """A bad setting fails before the checkpoint is even looked for."""
+    params = {
+        "segmenter": "sam",
+        "sam": {
+            "checkpoint": str(tmp_path / "absent.pth"),
+            "model_type": "vit_b",
+            "multimask_output": "maybe",
+        },
+        "grabcut": {},
+    }
+    with pytest.raises(ValueError, match="sam_labeling.sam.multimask_output"):
+        build_segmenter(params, "cpu")
+
+
+def test_project_default_is_auto():
+    import yaml
+
+    conf = Path(__file__).parents[2] / "conf" / "base" / "parameters_sam_labeling.yml"
+    assert yaml.safe_load(conf.read_text())["sam_labeling"]["sam"]["multimask_output"] == "auto"

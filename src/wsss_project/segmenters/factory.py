@@ -28,7 +28,7 @@ def build_segmenter(params: dict[str, Any], device: torch.device | str) -> Promp
 
     Args:
         params: the ``sam_labeling`` parameters: ``segmenter``, ``sam`` (``checkpoint``,
-            ``model_type``, ``multimask_output``) and ``grabcut`` (see
+            ``model_type``, ``multimask_output``: auto | true | false) and ``grabcut`` (see
             :class:`~wsss_project.segmenters.grabcut.GrabCutSegmenter`).
         device: a torch.device or a ``device`` parameter (auto | cpu | cuda | cuda:N).
 
@@ -59,12 +59,14 @@ def build_segmenter(params: dict[str, Any], device: torch.device | str) -> Promp
 
     from wsss_project.foundation.sam import load_sam
 
-    from .sam import SamSegmenter
+    from .sam import SamSegmenter, parse_multimask_output
 
     sam_params = _section(params, "sam")
-    for key in ("checkpoint", "model_type"):
+    for key in ("checkpoint", "model_type", "multimask_output"):
         if key not in sam_params:
             raise KeyError(f"missing parameter `sam_labeling.sam.{key}`")
+    # Checked before loading the checkpoint, so a typo fails in seconds, not after a model load.
+    parse_multimask_output(sam_params["multimask_output"])
     if not isinstance(device, torch.device):
         device = resolve_device(device)
     model = load_sam(sam_params["model_type"], sam_params["checkpoint"], device)

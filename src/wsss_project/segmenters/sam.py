@@ -2,9 +2,17 @@
 
 ``embed`` runs SAM's image encoder once (ResizeLongestSide, SAM's own normalisation and padding);
 ``segment`` answers all K prompts of a tile in one batched ``SamPredictor.predict_torch`` call
-from that embedding, keeping the best of SAM's three multimask outputs by predicted IoU.
-A prompt whose point is NaN in point+box mode gets a padding point with label -1 ("not a point",
-as SAM's prompt encoder pads point-only prompts), so the batch stays one call.
+from that embedding. Which of SAM's mask heads answers follows ``multimask_output``:
+
+* ``auto`` (default): a prompt set with boxes (box or point+box) takes SAM's single-mask output
+  (mask token 0, ``multimask_output=False``): SamPredictor.predict documents the three-mask output
+  as the remedy for ambiguous prompts such as a single click, and a box is not one. A point-only
+  prompt set keeps the best of SAM's three masks by predicted IoU.
+* ``true``: always the best of three by predicted IoU; ``false``: always the single mask.
+
+The choice is per prompt set, by whether boxes are given: in point+box mode a row whose point is
+NaN still has its box. Such a row gets a padding point with label -1 ("not a point", as SAM's
+prompt encoder pads point-only prompts), so the batch stays one call.
 """
 
 from __future__ import annotations
@@ -21,6 +29,22 @@ from .base import ImageState, PromptableSegmenter, validate_prompts
 _PARAM_PREFIX = "sam_labeling.sam"
 _FOREGROUND_LABEL = 1
 _NOT_A_POINT_LABEL = -1
+MULTIMASK_CHOICES = ("auto", "true", "false")
+
+
+def parse_multimask_output(value: Any) -> bool | None:
+    """``sam_labeling.sam.multimask_output`` -> True, False, or None for ``auto``.
+
+    YAML gives booleans for true/false; the strings "true"/"false"/"auto" are accepted too.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in MULTIMASK_CHOICES:
+        return {"auto": None, "true": True, "false": False}[value.strip().lower()]
+    raise ValueError(
+        f"parameter `{_PARAM_PREFIX}.multimask_output` must be one of "
+        f"{list(MULTIMASK_CHOICES)}, got {value!r}"
+    )
 
 
 class SamSegmenter(PromptableSegmenter):
@@ -29,8 +53,9 @@ class SamSegmenter(PromptableSegmenter):
     Args:
         model: a loaded SAM (see :func:`wsss_project.foundation.sam.load_sam`).
         device: where prompts and embeddings are placed (the model's device).
-        params: ``sam_labeling.sam``; uses ``multimask_output`` (true: keep the best of 3 masks
-            by predicted IoU, as for ambiguous single prompts; false: SAM's single mask).
+        params: ``sam_labeling.sam``; uses ``multimask_output``: ``auto`` (SAM's single mask for
+            prompt sets with boxes, best of 3 by predicted IoU for point-only ones), ``true``
+            (always best of 3) or ``false`` (always the single mask).
 
     Scores are SAM's predicted IoU of the returned mask.
     """
@@ -39,9 +64,11 @@ class SamSegmenter(PromptableSegmenter):
 
     def __init__(self, model: Sam, device: torch.device | str, params: dict[str, Any]) -> None:
         try:
-            self.multimask_output = bool(params["multimask_output"])
+            setting = params["multimask_output"]
         except KeyError as err:
             raise KeyError(f"missing parameter `{_PARAM_PREFIX}.multimask_output`") from err
+        # None = auto: decided per prompt set in `segment`.
+        self.multimask_output: bool | None = parse_multimask_output(setting)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.predictor = SamPredictor(self.model)
@@ -114,12 +141,20 @@ class SamSegmenter(PromptableSegmenter):
             coords_torch,
             labels_torch,
             boxes_torch,
-            multimask_output=self.multimask_output,
+            multimask_output=self.uses_multimask(boxes is not None),
             return_logits=True,
         )
+        # One column when multimask_output=False, so the argmax is that single mask.
         best = iou_predictions.argmax(dim=1)
         rows = torch.arange(num_prompts, device=best.device)
         masks = logits[rows, best] > self.model.mask_threshold
         scores = iou_predictions[rows, best]
         self.predictor.reset_image()
         return masks.cpu().numpy(), scores.float().cpu().numpy()
+
+    def uses_multimask(self, has_boxes: bool) -> bool:
+        """Whether a prompt set takes SAM's three masks (best by IoU) or its single mask."""
+        if self.multimask_output is None:
+            # A box disambiguates the object; only point-only prompts are ambiguous clicks.
+            return not has_boxes
+        return self.multimask_output
