@@ -7,7 +7,9 @@ from affine import Affine
 from wsss_project.imagery.readers import (
     find_scene_files,
     read_image,
+    read_image_and_valid,
     read_mask,
+    validate_rgb_bands,
     write_georeferenced_mask,
 )
 
@@ -157,3 +159,129 @@ def test_unreadable_geotiff_is_named(tmp_path):
         read_image(tmp_path / "broken.tif")
     with pytest.raises(ValueError, match=r"broken\.tif"):
         read_mask(tmp_path / "broken.tif", (1, 1), [255])
+
+
+def _write_tif(path, bands, nodata=None, **profile):
+    """A GeoTIFF of (count, H, W) `bands`, with an optional nodata value."""
+    count, height, width = bands.shape
+    with rasterio.open(
+        path, "w", driver="GTiff", height=height, width=width, count=count,
+        dtype=bands.dtype.name, nodata=nodata, crs="EPSG:32648",
+        transform=Affine(1, 0, 500000, 0, -1, 3000000), **profile,
+    ) as dst:
+        dst.write(bands)
+    return path
+
+
+def _stretched(values, low=2.0, high=98.0):
+    """The percentile stretch of `values` alone, computed independently of the reader."""
+    lo, hi = np.percentile(values.astype(np.float64), [low, high])
+    return np.clip((values - lo) * 255.0 / (hi - lo), 0, 255).round().astype(np.uint8)
+
+
+def test_nodata_value_is_left_out_of_the_stretch_and_written_as_zero(tmp_path):
+    bands = RNG.integers(1000, 4000, (4, 24, 24), dtype=np.uint16)
+    nodata = np.zeros((24, 24), bool)
+    nodata[:10, :12] = True  # a corner collar, 21% of the scene: would pin the 2nd percentile at 0
+    bands[:, nodata] = 0
+    rgb, meta = read_image(_write_tif(tmp_path / "s.tif", bands, nodata=0))
+    # valid pixels get the stretch they would get if the nodata were absent: the full 0..255
+    np.testing.assert_array_equal(rgb[~nodata], _stretched(np.moveaxis(bands[:3], 0, -1)[~nodata]))
+    assert rgb[~nodata].min() == 0 and rgb[~nodata].max() == 255
+    assert (rgb[nodata] == 0).all()
+    assert "32648" in meta["crs"] and meta["transform"] is not None
+    same, valid, _ = read_image_and_valid(tmp_path / "s.tif")
+    np.testing.assert_array_equal(same, rgb)
+    np.testing.assert_array_equal(valid, ~nodata)
+
+
+def test_float_nodata_and_nan_are_left_out_of_the_stretch(tmp_path):
+    bands = RNG.uniform(0.05, 0.4, (3, 16, 16)).astype(np.float32)  # reflectance
+    bands[:, :, :4] = -9999.0
+    bands[:, 15, 15] = np.nan  # NaN without a declared nodata is no data either
+    nodata = np.zeros((16, 16), bool)
+    nodata[:, :4], nodata[15, 15] = True, True
+    rgb, _ = read_image(_write_tif(tmp_path / "f.tif", bands, nodata=-9999.0))
+    np.testing.assert_array_equal(rgb[~nodata], _stretched(np.moveaxis(bands, 0, -1)[~nodata]))
+    assert (rgb[nodata] == 0).all()
+    np.testing.assert_array_equal(read_image_and_valid(tmp_path / "f.tif")[1], ~nodata)
+
+
+def test_internal_mask_marks_nodata(tmp_path):
+    bands = np.full((3, 8, 8), 120, np.uint8)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(
+            tmp_path / "m.tif", "w", driver="GTiff", height=8, width=8, count=3, dtype="uint8",
+            crs="EPSG:32648", transform=Affine(1, 0, 500000, 0, -1, 3000000),
+        ) as dst:
+            dst.write(bands)
+            mask = np.full((8, 8), 255, np.uint8)
+            mask[:, :3] = 0
+            dst.write_mask(mask)
+    rgb, _ = read_image(tmp_path / "m.tif")
+    assert (rgb[:, :3] == 0).all() and (rgb[:, 3:] == 120).all()  # 8-bit is not stretched
+    valid = read_image_and_valid(tmp_path / "m.tif")[1]
+    assert valid[:, 3:].all() and not valid[:, :3].any()
+
+
+def test_one_band_masked_in_a_valid_pixel_keeps_the_pixel(tmp_path):
+    # GDAL's dataset-mask rule: a pixel is nodata only when all its bands are
+    bands = RNG.integers(1000, 4000, (3, 8, 8), dtype=np.uint16)
+    bands[0, 2, 2] = 0
+    bands[:, 5, 5] = 0
+    rgb, valid, _ = read_image_and_valid(_write_tif(tmp_path / "p.tif", bands, nodata=0))
+    assert valid[2, 2] and not valid[5, 5] and valid.sum() == 63
+    assert rgb[2, 2, 0] == 0 and (rgb[5, 5] == 0).all()
+
+
+def test_all_nodata_scene_is_named(tmp_path):
+    bands = np.full((3, 6, 6), -9999.0, np.float32)
+    with pytest.raises(ValueError, match=r"empty\.tif.*nodata"):
+        read_image_and_valid(_write_tif(tmp_path / "empty.tif", bands, nodata=-9999.0))
+
+
+def test_rgb_bands_choose_and_order_the_bands(tmp_path):
+    bands = np.stack(
+        [np.full((6, 6), v, np.uint16) for v in (100, 200, 300, 400)]
+    ) + RNG.integers(0, 50, (4, 6, 6), dtype=np.uint16)
+    path = _write_tif(tmp_path / "b.tif", bands)
+    default, _, _ = read_image_and_valid(path)
+    swapped, _, _ = read_image_and_valid(path, rgb_bands=[3, 2, 1])
+    np.testing.assert_array_equal(swapped, default[..., ::-1])
+    false_colour, _, _ = read_image_and_valid(path, rgb_bands=(4, 3, 2))
+    # band 4 is the brightest band, so it is the brightest channel and lands in R
+    assert false_colour[..., 0].mean() > false_colour[..., 1].mean() > false_colour[..., 2].mean()
+    # PNG/JPEG: bands are the channels R=1, G=2, B=3
+    image = _rgb()
+    cv2.imwrite(str(tmp_path / "c.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    swapped_png, _ = read_image(tmp_path / "c.png", rgb_bands=[3, 2, 1])
+    np.testing.assert_array_equal(swapped_png, image[..., ::-1])
+
+
+def test_band_the_file_lacks_names_the_parameter_and_the_file(tmp_path):
+    path = _write_tif(tmp_path / "four.tif", RNG.integers(0, 9, (4, 5, 5), dtype=np.uint16))
+    with pytest.raises(ValueError, match=r"four\.tif.*data\.folder\.rgb_bands.*band 5.*4 band"):
+        read_image(path, rgb_bands=[5, 3, 2])
+    cv2.imwrite(str(tmp_path / "c.png"), _rgb())
+    with pytest.raises(ValueError, match=r"c\.png.*data\.folder\.rgb_bands"):
+        read_image(tmp_path / "c.png", rgb_bands=[4, 3, 2])
+    two = _write_tif(tmp_path / "two.tif", RNG.integers(0, 9, (2, 5, 5), dtype=np.uint16))
+    with pytest.raises(ValueError, match=r"two\.tif.*data\.folder\.rgb_bands"):
+        read_image(two)
+
+
+@pytest.mark.parametrize("bad", [[0, 1, 2], [1, 2], [1, 2, 3, 4], "123", [1.5, 2, 3], [True, 2, 3]])
+def test_malformed_rgb_bands_name_the_parameter(bad):
+    with pytest.raises(ValueError, match=r"data\.folder\.rgb_bands"):
+        validate_rgb_bands(bad)
+
+
+def test_one_band_image_is_grey_only_under_the_default_bands(tmp_path):
+    band = RNG.integers(0, 256, (1, 7, 9), dtype=np.uint8)
+    path = _write_tif(tmp_path / "grey.tif", band)
+    rgb, _ = read_image(path)
+    assert rgb.shape == (7, 9, 3) and all((rgb[..., c] == band[0]).all() for c in range(3))
+    assert validate_rgb_bands(None) == (1, 2, 3)
+    np.testing.assert_array_equal(read_image(path, rgb_bands=[1, 1, 1])[0], rgb)
+    with pytest.raises(ValueError, match=r"grey\.tif.*data\.folder\.rgb_bands"):
+        read_image(path, rgb_bands=[1, 1, 2])

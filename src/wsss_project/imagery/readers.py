@@ -15,6 +15,8 @@ import numpy as np
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 IGNORE_VALUE = 255
 MAX_LISTED_VALUES = 5
+# `data.folder.rgb_bands` default: the first three bands, counted from 1 as rasterio does
+DEFAULT_RGB_BANDS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -71,68 +73,156 @@ def find_scene_files(
     return [SceneFile(stem, images[stem], masks[stem]) for stem in images]
 
 
+def validate_rgb_bands(rgb_bands: Sequence[int] | None) -> tuple[int, int, int]:
+    """`data.folder.rgb_bands` as three 1-based band indices; None means DEFAULT_RGB_BANDS."""
+    if rgb_bands is None:
+        return DEFAULT_RGB_BANDS
+    is_list = isinstance(rgb_bands, Sequence) and not isinstance(rgb_bands, str)
+    bands = list(rgb_bands) if is_list else []
+    is_index = [isinstance(b, (int, np.integer)) and not isinstance(b, bool) for b in bands]
+    if len(bands) != 3 or not all(is_index) or min(bands) < 1:
+        raise ValueError(
+            "parameter `data.folder.rgb_bands` must be three 1-based band indices (R, G, B), "
+            f"got {rgb_bands!r}"
+        )
+    return (int(bands[0]), int(bands[1]), int(bands[2]))
+
+
+def _select_bands(rgb_bands: Sequence[int], count: int, path: Path) -> list[int]:
+    """The 1-based bands to read as R, G, B from a file with `count` bands.
+
+    A one-band file under the default bands is grey and is repeated to RGB; any other request
+    for a band the file lacks is an error naming the parameter and the file.
+    """
+    bands = validate_rgb_bands(rgb_bands)
+    if count == 1 and bands == DEFAULT_RGB_BANDS:
+        return [1, 1, 1]
+    if max(bands) > count:
+        raise ValueError(
+            f"{path}: parameter `data.folder.rgb_bands` {list(bands)} asks for band {max(bands)} "
+            f"but the file has {count} band(s)"
+        )
+    return list(bands)
+
+
 def stretch_to_uint8(
-    array: np.ndarray, low_percentile: float = 2.0, high_percentile: float = 98.0
+    array: np.ndarray,
+    low_percentile: float = 2.0,
+    high_percentile: float = 98.0,
+    valid: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Map a non-uint8 image to 0..255 by a per-image percentile stretch (as GIS viewers do)."""
+    """Map a non-uint8 image to 0..255 by a per-image percentile stretch (as GIS viewers do).
+
+    `valid` (bool, broadcastable to `array`) marks the values that count: the percentiles are
+    taken over them only, so a nodata value (0, -9999) does not pull the stretch, and every
+    invalid value is written as 0.
+    """
+    keep = np.ones(array.shape, bool) if valid is None else np.broadcast_to(valid, array.shape)
     if array.dtype == np.uint8:
-        return array
+        return np.where(keep, array, 0).astype(np.uint8)
     values = array.astype(np.float64)
-    low, high = np.percentile(values, [low_percentile, high_percentile])
+    if not keep.any():
+        raise ValueError("stretch_to_uint8: no valid value to take percentiles over")
+    low, high = np.percentile(values[keep], [low_percentile, high_percentile])
     scale = 255.0 / (high - low) if high > low else 0.0
-    return np.clip((values - low) * scale, 0, 255).round().astype(np.uint8)
+    out = np.zeros(array.shape, np.uint8)
+    out[keep] = np.clip((values[keep] - low) * scale, 0, 255).round().astype(np.uint8)
+    return out
 
 
-def _to_rgb(array: np.ndarray, path: Path) -> np.ndarray:
-    """(H,W) -> 3 channels; drop alpha; anything else is an error naming the file."""
-    if array.ndim == 2:
-        return np.repeat(array[..., None], 3, axis=2)
-    if array.ndim == 3 and array.shape[2] in (3, 4):
-        return np.ascontiguousarray(array[..., :3])
-    if array.ndim == 3 and array.shape[2] == 1:
-        return np.repeat(array, 3, axis=2)
-    raise ValueError(f"{path}: expected a grey, RGB or RGBA image, got shape {array.shape}")
+def _read_geotiff(
+    path: Path, rgb_bands: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Bands as (H, W, C), their validity (H, W, C) and {crs, transform (6 affine coefficients)}.
 
-
-def _read_geotiff(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """Up to the first 3 bands as (H, W, C), with the CRS string and the 6 affine coefficients."""
+    With `rgb_bands` the three chosen bands are read (see _select_bands); without, the first
+    (up to) 3. Validity is GDAL's per-band mask: the nodata value, an internal or sidecar mask,
+    or an alpha band.
+    """
     import rasterio  # only GeoTIFF users pay for the import
 
     try:
         with rasterio.open(path) as src:
-            bands = src.read(list(range(1, min(src.count, 3) + 1)))
+            indexes = (
+                list(range(1, min(src.count, 3) + 1))
+                if rgb_bands is None
+                else _select_bands(rgb_bands, src.count, path)
+            )
+            bands = src.read(indexes)
+            valid = src.read_masks(indexes) != 0
             crs = src.crs.to_string() if src.crs else None
             transform = (
                 list(src.transform)[:6] if src.transform and not src.transform.is_identity else None
             )
     except rasterio.errors.RasterioError as err:
         raise ValueError(f"{path}: cannot read GeoTIFF: {err}") from err
-    return np.moveaxis(bands, 0, -1), {"crs": crs, "transform": transform}
+    meta = {"crs": crs, "transform": transform}
+    return np.moveaxis(bands, 0, -1), np.moveaxis(valid, 0, -1), meta
+
+
+def _read_plain_image(path: Path, rgb_bands: Sequence[int]) -> np.ndarray:
+    """PNG / JPEG as (H, W, 3): channels counted R=1, G=2, B=3 (A=4), grey is one band."""
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise ValueError(f"{path}: cannot read image (missing, corrupt or not an image)")
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        code = cv2.COLOR_BGRA2RGBA if array.shape[2] == 4 else cv2.COLOR_BGR2RGB
+        array = cv2.cvtColor(array, code)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3:
+        raise ValueError(f"{path}: expected a grey, RGB or RGBA image, got shape {array.shape}")
+    indexes = _select_bands(rgb_bands, array.shape[2], path)
+    return array[..., [i - 1 for i in indexes]]
+
+
+def read_image_and_valid(
+    path: str | Path,
+    low_percentile: float = 2.0,
+    high_percentile: float = 98.0,
+    rgb_bands: Sequence[int] = DEFAULT_RGB_BANDS,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """RGB uint8 (H,W,3), the valid-pixel mask (H,W) and {crs, transform} (None for PNG/JPEG).
+
+    A GeoTIFF pixel is nodata when all its chosen bands are masked (GDAL's rule for a dataset
+    mask) or non-finite; nodata pixels are left out of the stretch and written as 0. A band
+    masked in an otherwise valid pixel is also left out and written as 0. PNG/JPEG carry no
+    nodata. A file with no valid pixel is an error naming it.
+    """
+    path = Path(path)
+    if path.suffix.lower() in GEOTIFF_SUFFIXES:
+        bands, band_valid, meta = _read_geotiff(path, rgb_bands)
+    else:
+        bands = _read_plain_image(path, rgb_bands)
+        band_valid, meta = np.ones(bands.shape, bool), {"crs": None, "transform": None}
+    if np.issubdtype(bands.dtype, np.floating):
+        band_valid &= np.isfinite(bands)  # NaN/inf without a declared nodata are still no data
+    valid = band_valid.any(axis=2)
+    if not valid.any():
+        raise ValueError(
+            f"{path}: every pixel is nodata (the file's nodata value, mask or NaN); "
+            "remove the scene or fix its nodata"
+        )
+    rgb = stretch_to_uint8(bands, low_percentile, high_percentile, band_valid)
+    return np.ascontiguousarray(rgb), valid, meta
 
 
 def read_image(
-    path: str | Path, low_percentile: float = 2.0, high_percentile: float = 98.0
+    path: str | Path,
+    low_percentile: float = 2.0,
+    high_percentile: float = 98.0,
+    rgb_bands: Sequence[int] = DEFAULT_RGB_BANDS,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """RGB uint8 (H,W,3) and {crs, transform} (None for plain PNG/JPEG)."""
-    path = Path(path)
-    if path.suffix.lower() in GEOTIFF_SUFFIXES:
-        array, meta = _read_geotiff(path)
-    else:
-        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if array is None:
-            raise ValueError(f"{path}: cannot read image (missing, corrupt or not an image)")
-        if array.ndim == 3:
-            code = cv2.COLOR_BGRA2RGBA if array.shape[2] == 4 else cv2.COLOR_BGR2RGB
-            array = cv2.cvtColor(array, code)
-        meta = {"crs": None, "transform": None}
-    rgb = _to_rgb(stretch_to_uint8(array, low_percentile, high_percentile), path)
+    """RGB uint8 (H,W,3) and {crs, transform}; read_image_and_valid without the valid mask."""
+    rgb, _, meta = read_image_and_valid(path, low_percentile, high_percentile, rgb_bands)
     return rgb, meta
 
 
 def _read_mask_array(path: Path) -> np.ndarray:
     """Raw mask values: (H, W) for single-band files, (H, W, 3) RGB for colour files."""
     if path.suffix.lower() in GEOTIFF_SUFFIXES:
-        array, _ = _read_geotiff(path)
+        # a mask's values decide its classes; its own nodata flag is not used
+        array, _, _ = _read_geotiff(path)
         return array[..., 0] if array.shape[2] == 1 else array
     array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if array is None:

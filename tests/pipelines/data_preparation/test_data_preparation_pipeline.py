@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
+from affine import Affine
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from wsss_project.imagery.tiling import TileWindow, stitch_mean
+from wsss_project.imagery.tiling import TileWindow, cut_tile, stitch_mean
 from wsss_project.pipelines.data_preparation import create_pipeline
 from wsss_project.pipelines.data_preparation.nodes import (
     load_scenes,
@@ -25,6 +28,7 @@ DATA = {
     "folder": {
         "images_dir": None, "masks_dir": None, "extensions": [".png", ".jpg", ".tif"],
         "mask_class_values": [255], "mask_palette": None, "source_pattern": "^([A-Za-z]+)[_-]",
+        "rgb_bands": [1, 2, 3], "stretch_percentiles": [2.0, 98.0],
     },
     "tile_size": 256, "overlap": 0.4, "label_min_fraction": 0.01, "split": {"test_fraction": 0.3},
 }
@@ -128,3 +132,78 @@ def test_synthetic_source_is_seeded():
     index, tiles, masks = tile_scenes(first, scenes, data, ["landslide"])
     assert set(tiles) == set(masks) == set(index["tile_id"])
     assert isinstance(index, pd.DataFrame)
+
+
+def _geotiff_folder(tmp_path, n=3, size=(40, 50)):
+    """uint16 4-band GeoTIFFs with nodata=0 over a corner block, and masks that mark a landslide
+    both inside that block (where the image has no data) and in the valid part."""
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir(exist_ok=True)
+    rng = np.random.default_rng(1)
+    nodata = np.zeros(size, bool)
+    nodata[:20, :24] = True
+    for i in range(n):
+        bands = rng.integers(1000, 4000, (4, *size), dtype=np.uint16)
+        bands[:, nodata] = 0
+        with rasterio.open(
+            tmp_path / "images" / f"g_{i}.tif", "w", driver="GTiff", height=size[0], width=size[1],
+            count=4, dtype="uint16", nodata=0, crs="EPSG:32648",
+            transform=Affine(1, 0, 500000 + 100 * i, 0, -1, 3000000),
+        ) as dst:
+            dst.write(bands)
+        mask = np.zeros(size, np.uint8)
+        mask[2:14, 2:20] = 255   # only in the nodata block: must never count
+        mask[28:38, 34:48] = 255  # in valid data: must still count
+        cv2.imwrite(str(tmp_path / "masks" / f"g_{i}.png"), mask)
+    data = {**DATA, "tile_size": 32, "folder": {**DATA["folder"], "images_dir": str(tmp_path / "images"), "masks_dir": str(tmp_path / "masks")}}
+    return data, nodata, mask
+
+
+def test_geotiff_nodata_is_ignored_in_tile_masks_and_labels(tmp_path):
+    data, nodata, mask = _geotiff_folder(tmp_path)
+    out = _run(data)
+    index = out["tile_index"]
+    expected = np.where(nodata, 255, (mask == 255).astype(np.uint8))  # the image decides
+    assert set(index["landslide"]) == {0, 1}
+    for tile in index.itertuples():
+        window = TileWindow(tile.row, tile.col, tile.height, tile.width)
+        tile_mask = out["tile_masks"][tile.tile_id]
+        want = cut_tile(expected, window, 32, pad_value=255)
+        np.testing.assert_array_equal(tile_mask, want, err_msg=tile.tile_id)
+        inside = nodata[tile.row : tile.row + tile.height, tile.col : tile.col + tile.width]
+        image = out["tiles"][tile.tile_id][: tile.height, : tile.width]
+        assert (image[inside] == 0).all()
+        valid = want[want != 255]
+        assert tile.landslide == int(valid.size > 0 and (valid == 1).mean() >= 0.01), tile.tile_id
+    # the tile over the nodata block sees a landslide in the mask file but no data: negative
+    assert index.loc[(index.row == 0) & (index.col == 0), "landslide"].eq(0).all()
+    scenes = split_scene_table(load_scenes(data, ["landslide"], 0), data, 0)
+    assert scenes["crs"].str.contains("32648").all()
+    assert [json.loads(t)[2] for t in scenes["transform"]] == [500000.0, 500100.0, 500200.0]
+
+
+def test_all_nodata_geotiff_names_the_file(tmp_path):
+    data, nodata, _ = _geotiff_folder(tmp_path)
+    with rasterio.open(tmp_path / "images" / "g_1.tif", "r+") as dst:
+        dst.write(np.zeros((4, *nodata.shape), np.uint16))
+    with pytest.raises(ValueError, match=r"g_1\.tif.*nodata"):
+        load_scenes(data, ["landslide"], 0)
+
+
+@pytest.mark.parametrize(
+    "key, value", [("rgb_bands", [5, 2, 1]), ("rgb_bands", [1, 2]), ("stretch_percentiles", [98, 2]), ("stretch_percentiles", None)]
+)
+def test_bad_band_and_stretch_parameters_are_named(tmp_path, key, value):
+    data, _, _ = _geotiff_folder(tmp_path)
+    data = {**data, "folder": {**data["folder"], key: value}}
+    with pytest.raises(ValueError, match=rf"data\.folder\.{key}"):
+        load_scenes(data, ["landslide"], 0)
+
+
+def test_stretch_percentiles_reach_the_reader(tmp_path):
+    data, nodata, _ = _geotiff_folder(tmp_path, n=2)
+    narrow = load_scenes(data, ["landslide"], 0)
+    wide = load_scenes({**data, "folder": {**data["folder"], "stretch_percentiles": [0.0, 100.0]}}, ["landslide"], 0)
+    # a full-range stretch saturates only the extreme valid values, the 2..98 one saturates ~2% each
+    share = lambda scenes: (scenes["g_0"].image[~nodata] == 255).mean()  # noqa: E731
+    assert share(wide) < 0.01 < share(narrow)

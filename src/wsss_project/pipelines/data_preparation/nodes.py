@@ -74,21 +74,58 @@ def _folder_scenes(params: dict, n_classes: int) -> dict[str, Scene]:
         name = "mask_palette" if palette else "mask_class_values"
         raise ValueError(f"parameter `data.folder.{name}` has {expected} entries for {n_classes} classes")
     # Imported here so that the synthetic default does not load rasterio.
-    from wsss_project.imagery.readers import find_scene_files, read_image, read_mask
+    from wsss_project.imagery.readers import (
+        find_scene_files,
+        read_image_and_valid,
+        read_mask,
+        validate_rgb_bands,
+    )
 
+    rgb_bands = validate_rgb_bands(cfg.get("rgb_bands"))
+    low, high = _stretch_percentiles(cfg)
     files = find_scene_files(cfg["images_dir"], cfg["masks_dir"], cfg["extensions"])
     scenes = {}
+    nodata_scenes, nodata_pixels, all_pixels = 0, 0, 0
     started = time.perf_counter()
     for number, scene_file in enumerate(files, start=1):
-        image, meta = read_image(scene_file.image_path)
+        image, valid, meta = read_image_and_valid(scene_file.image_path, low, high, rgb_bands)
         mask = read_mask(scene_file.mask_path, image.shape[:2], class_values, palette)
+        # The image decides: where it has no data the mask's class is no evidence for labels
+        # or metrics, whatever the mask file says.
+        mask[~valid] = IGNORE_INDEX
+        nodata = int((~valid).sum())
+        nodata_scenes += int(nodata > 0)
+        nodata_pixels += nodata
+        all_pixels += valid.size
         meta = {**meta, "image_path": str(scene_file.image_path)}
         scenes[scene_file.scene_id] = Scene(
             image, mask, _source_of(scene_file.scene_id, cfg.get("source_pattern")), meta
         )
         if number % 10 == 0 or number == len(files):
             logger.info("Read %d/%d scenes (%.1f scenes/s)", number, len(files), number / (time.perf_counter() - started))
+    if nodata_scenes:
+        logger.info(
+            "%d/%d scenes have nodata pixels: %.2f%% of all pixels are ignored (255) in the masks",
+            nodata_scenes, len(files), 100.0 * nodata_pixels / all_pixels,
+        )
     return scenes
+
+
+def _stretch_percentiles(cfg: dict) -> tuple[float, float]:
+    """`data.folder.stretch_percentiles` as (low, high) with 0 <= low < high <= 100."""
+    value = cfg.get("stretch_percentiles")
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"parameter `data.folder.stretch_percentiles` must be [low, high], got {value!r}"
+        ) from err
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(
+            "parameter `data.folder.stretch_percentiles` must satisfy 0 <= low < high <= 100, "
+            f"got {value!r}"
+        )
+    return low, high
 
 
 def load_scenes(data: dict, classes: list[str], seed: int) -> dict[str, Scene]:
