@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from wsss_project.learning.cam_training import (
+    CAM_ARCH_KEYS,
     CAM_TRAIN_KEYS,
     _pos_weight,
+    build_cam_classifier,
     cams_to_uint8,
     compute_cams,
     predict_tile_probabilities,
@@ -32,6 +36,7 @@ DEFAULT_CAM_PARAMS = {
     "pos_weight": None,
     "image_mean": [0.485, 0.456, 0.406],
     "image_std": [0.229, 0.224, 0.225],
+    "backbone": "small",
     "base_width": 8,
     "blocks": [1, 1, 1, 1],
     "output_stride": 8,
@@ -64,7 +69,7 @@ def test_missing_key_names_the_namespace():
 
 
 def test_example_params_cover_every_key():
-    assert set(CAM_TRAIN_KEYS) <= set(DEFAULT_CAM_PARAMS)
+    assert set(CAM_TRAIN_KEYS) | set(CAM_ARCH_KEYS) <= set(DEFAULT_CAM_PARAMS)
 
 
 def test_learns_bright_square_and_cam_peaks_inside_it():
@@ -142,3 +147,70 @@ def test_balanced_pos_weight():
     torch.testing.assert_close(_pos_weight(labels, 2), torch.tensor([2.0, 2.0]))
     with pytest.raises(ValueError, match="pos_weight"):
         _pos_weight(labels, "auto")
+
+
+# --------------------------------------------------------------------------- backbones
+
+
+@pytest.fixture(scope="module")
+def resnet18_file(tmp_path_factory):
+    """A torchvision resnet18 with random weights (no download), saved as a plain state_dict."""
+    import torchvision
+
+    torch.manual_seed(7)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    path = tmp_path_factory.mktemp("weights") / "resnet18_random.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def test_build_reads_the_backbone_key_and_loads_its_file(resnet18_file):
+    path, reference = resnet18_file
+    params = {**DEFAULT_CAM_PARAMS, "backbone": "resnet18", "pretrained_backbone": str(path)}
+    model = build_cam_classifier(3, params)
+    assert model.backbone == "resnet18" and model.n_features == 512 and model.n_classes == 3
+    own = model.state_dict()
+    assert all(torch.equal(own[k], reference[k]) for k in own if not k.startswith("head."))
+
+
+def test_build_without_loading_ignores_the_file(tmp_path):
+    """Callers that load a trained state_dict next pass load_pretrained=False: no file is read."""
+    params = {
+        **DEFAULT_CAM_PARAMS,
+        "backbone": "resnet18",
+        "pretrained_backbone": str(tmp_path / "moved_away.pth"),
+    }
+    model = build_cam_classifier(1, params, load_pretrained=False)
+    assert model.backbone == "resnet18"
+    with pytest.raises(FileNotFoundError, match="localization.pretrained_backbone"):
+        build_cam_classifier(1, params)
+
+
+def test_training_with_a_file_of_another_architecture_is_an_error(resnet18_file):
+    """The old loader warned and trained the small net from scratch; now nothing trains."""
+    path, _ = resnet18_file
+    images, labels, _ = _square_tiles(4)
+    params = {**DEFAULT_CAM_PARAMS, "pretrained_backbone": str(path)}  # backbone: small, width 8
+    with pytest.raises(ValueError, match="localization.backbone") as info:
+        train_cam_classifier(images, labels, params, CPU)
+    assert str(path) in str(info.value)
+
+
+def test_missing_backbone_key_names_it():
+    params = {k: v for k, v in DEFAULT_CAM_PARAMS.items() if k != "backbone"}
+    with pytest.raises(KeyError, match=r"localization\.backbone"):
+        build_cam_classifier(1, params)
+
+
+def test_unknown_backbone_is_an_error():
+    with pytest.raises(ValueError, match="resnet18"):
+        build_cam_classifier(1, {**DEFAULT_CAM_PARAMS, "backbone": "vgg16"})
+
+
+def test_project_defaults_declare_every_architecture_key():
+    import yaml
+
+    conf = Path(__file__).parents[2] / "conf" / "base" / "parameters_localization.yml"
+    localization = yaml.safe_load(conf.read_text())["localization"]
+    assert set(CAM_ARCH_KEYS) <= set(localization)
+    assert localization["backbone"] == "small"

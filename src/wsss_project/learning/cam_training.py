@@ -67,7 +67,7 @@ CAM_TRAIN_KEYS = (
     "output_stride",
     "pretrained_backbone",
 )
-CAM_ARCH_KEYS = ("base_width", "blocks", "output_stride", "pretrained_backbone")
+CAM_ARCH_KEYS = ("backbone", "base_width", "blocks", "output_stride", "pretrained_backbone")
 CAM_INFER_KEYS = ("image_mean", "image_std", "tta_flips")
 
 # Numerical guard only (not a tunable): a CAM whose peak is below this counts as all-zero.
@@ -188,8 +188,9 @@ def progress(iterable: Sequence[Any], desc: str) -> Any:
 def build_cam_classifier(
     n_classes: int, params: Mapping[str, Any], load_pretrained: bool = True
 ) -> CAMClassifier:
-    """CAMClassifier from the architecture keys; `load_pretrained=False` when a trained
-    state_dict will be loaded on top anyway."""
+    """CAMClassifier from the architecture keys (`backbone`: small | resnet18 | resnet34 |
+    resnet50; `base_width` and `blocks` size `small` only); `load_pretrained=False` when a
+    trained state_dict will be loaded on top anyway, so `pretrained_backbone` is not read."""
     require_params(params, CAM_ARCH_KEYS, NAMESPACE)
     return CAMClassifier(
         n_classes=n_classes,
@@ -197,6 +198,7 @@ def build_cam_classifier(
         blocks=tuple(int(b) for b in params["blocks"]),
         output_stride=int(params["output_stride"]),
         pretrained_backbone=params["pretrained_backbone"] if load_pretrained else None,
+        backbone=str(params["backbone"]),
     )
 
 
