@@ -21,6 +21,9 @@ Keys read by `train_cam_classifier` (and `build_cam_classifier`):
     base_width (int), blocks (4 ints), output_stride (8 | 16 | 32)   classifier architecture
     pretrained_backbone (null | path)   local torchvision ResNet state_dict; never downloaded
 
+`backbone` (small | resnet18 | resnet34 | resnet50) picks the architecture; a
+`pretrained_backbone` file must hold exactly that architecture's backbone tensors.
+
 Keys read by `compute_cams` and `predict_tile_probabilities`:
     image_mean, image_std, tta_flips (bool: average over horizontal/vertical flips)
 
@@ -314,16 +317,24 @@ def train_cam_classifier(
     return model, history
 
 
-def cams_to_uint8(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def cams_to_uint8(
+    raw: torch.Tensor, size: tuple[int, int], valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Raw CAMs (B, C, h, w) -> uint8 heatmaps (B, C, H, W), 0..255 (APSAM eqs. 1-2).
 
     ReLU, bilinear upsampling to the tile size, division by the per-map spatial maximum, x255.
     Normalising after upsampling makes every positive map reach exactly 255 (bilinear
     interpolation lowers the peak otherwise); an all-zero map stays zero.
+
+    valid: optional (B, H, W) bool, the scene part of each tile. The reflected padding of a
+    border tile is not scene: it is zeroed and the peak is taken over the scene part, in float
+    before quantising (rescaling a quantised map would leave gaps of several levels).
     """
     cam = torch.relu(raw.float())
     cam = nn.functional.interpolate(cam, size=size, mode="bilinear", align_corners=False)
     cam = cam.clamp_min_(0.0)  # bilinear of non-negatives is non-negative; guard rounding
+    if valid is not None:
+        cam = cam * valid[:, None].to(device=cam.device, dtype=cam.dtype)
     peak = cam.amax(dim=(2, 3), keepdim=True)
     scaled = torch.where(peak > _PEAK_EPS, cam / peak.clamp_min(_PEAK_EPS), torch.zeros_like(cam))
     return torch.round(scaled * 255.0).clamp_(0, 255).to(torch.uint8)
@@ -354,15 +365,20 @@ def compute_cams(
     params: Mapping[str, Any],
     device: torch.device,
     batch_size: int,
+    valid: torch.Tensor | None = None,
 ) -> np.ndarray:
-    """CAM heatmap per tile and class: (N, C, H, W) uint8, the H(x, y) of APSAM eq. 2."""
+    """CAM heatmap per tile and class: (N, C, H, W) uint8, the H(x, y) of APSAM eq. 2.
+
+    valid: optional (N, H, W) bool scene part of each tile (see `cams_to_uint8`).
+    """
     require_params(params, CAM_INFER_KEYS, NAMESPACE)
     check_images(images)
     n, h, w = images.shape[:3]
     out = np.zeros((n, model.n_classes, h, w), dtype=np.uint8)
     model.eval()
     for start, raw in _batched(model.cams, images, params, device, batch_size):
-        out[start : start + len(raw)] = cams_to_uint8(raw, (h, w)).cpu().numpy()
+        part = None if valid is None else valid[start : start + len(raw)]
+        out[start : start + len(raw)] = cams_to_uint8(raw, (h, w), part).cpu().numpy()
     return out
 
 

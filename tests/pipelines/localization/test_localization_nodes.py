@@ -4,11 +4,16 @@ from toy_tiles import toy_tiles
 from wsss_project.pipelines.localization.nodes import generate_cams, train_cam_model
 
 LOCALIZATION = {
-    "base_width": 8, "blocks": [1, 1, 1, 1], "output_stride": 16, "pretrained_backbone": None,
+    "method": "cam_classifier", "backbone": "small", "base_width": 8, "blocks": [1, 1, 1, 1], "output_stride": 16, "pretrained_backbone": None,
     "epochs": 2, "batch_size": 4, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "lr_step_size": 5,
     "lr_gamma": 0.1, "augment": True, "pos_weight": "balanced", "image_mean": [0.485, 0.456, 0.406],
     "image_std": [0.229, 0.224, 0.225], "tta_flips": False, "inference_batch_size": 3,
 }
+
+
+MIL = {"width": 4, "n_layers": 2, "input_scale": 1.0, "pooling": "topk", "topk_fraction": 0.1, "lse_r": 5.0,
+       "steps": 4, "batch_size": 2, "lr": 1e-2, "weight_decay": 0.0, "warmup_steps": 1, "pos_weight": "balanced",
+       "log_every": 2}
 
 
 def test_trains_on_train_labels_only_and_writes_one_cam_per_tile_and_class():
@@ -39,12 +44,38 @@ def test_classifier_scores_per_split_use_labels_only():
     assert all(0.0 <= v["value"] <= 1.0 for v in scores.values())
 
 
-def test_border_tile_cam_is_zero_over_padding_and_peaks_in_the_scene():
-    from wsss_project.pipelines.localization.nodes import restrict_to_scene
+def test_border_cam_is_zero_over_padding_and_rescaled_in_float_before_quantising():
+    import torch
 
-    heatmap = np.zeros((8, 8), np.uint8)
-    heatmap[:, 6:] = 255  # hot padding column
-    heatmap[2, 2] = 100
-    out = restrict_to_scene(heatmap, 8, 5)
+    from wsss_project.learning.cam_training import cams_to_uint8
+
+    raw = torch.zeros(1, 1, 8, 8)
+    raw[0, 0, :, 6:] = 100.0  # hot padding column (valid width 5)
+    raw[0, 0, 2, 2] = 10.0  # scene peak
+    raw[0, 0, 3, 3] = 3.3
+    valid = torch.zeros(1, 8, 8, dtype=torch.bool)
+    valid[:, :, :5] = True
+    out = cams_to_uint8(raw, (8, 8), valid)[0, 0].numpy()
     assert (out[:, 5:] == 0).all() and out[2, 2] == 255 and out.dtype == np.uint8
-    np.testing.assert_array_equal(restrict_to_scene(heatmap, 8, 8), heatmap)
+    # Float rescale: round(3.3 / 10 * 255) = 84. Quantising over the padded tile first (peak 100)
+    # and rescaling the uint8 map gives round(round(8.415) / round(25.5) * 255) = 78.
+    assert out[3, 3] == 84
+
+
+def test_mil_method_writes_sigmoid_heatmaps_zero_over_padding():
+    tiles, _, _, index = toy_tiles(4)
+    index.loc[index.index[0], "width"] = 40
+    params = {**LOCALIZATION, "method": "mil", "mil": MIL}
+    state, history, curves = train_cam_model(tiles, index, params, ["landslide"], 0, "cpu")
+    assert list(history["step"]) == [2, 4] and "localization.loss" in curves
+    cams = generate_cams(tiles, index, state, params, ["landslide"], "cpu")
+    first = cams[f"landslide/{index.tile_id.iloc[0]}"]
+    assert first.dtype == np.uint8 and not first[:, 40:].any()
+
+
+def test_unknown_method_names_the_parameter():
+    import pytest
+
+    tiles, _, _, index = toy_tiles(2)
+    with pytest.raises(ValueError, match="localization.method"):
+        train_cam_model(tiles, index, {**LOCALIZATION, "method": "gradcam"}, ["landslide"], 0, "cpu")

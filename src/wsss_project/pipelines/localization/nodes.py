@@ -1,4 +1,9 @@
-"""Nodes of localization: train the CAM classifier (APSAM eq. 1) and compute CAM heatmaps."""
+"""Nodes of localization: fit the configured localizer on image-level labels, write the `cams`.
+
+`localization.method` picks the localizer (learning/localizers.py): `mil` (pixel MIL, the
+weight-free default) or `cam_classifier` (APSAM eq. 1, for pretrained backbones). Both write the
+same contract: a uint8 heatmap 0..255 per tile and class, 0 over the padding of border tiles.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from wsss_project.learning.cam_training import (
-    build_cam_classifier,
-    compute_cams,
-    predict_tile_probabilities,
-    train_cam_classifier,
-)
+from wsss_project.learning.localizers import localizer_for
 from wsss_project.pipelines.training_records import history_outputs
 from wsss_project.tile_data import Partitions, cam_key, stack_tiles, tiles_of_split
 from wsss_project.utils.device import resolve_device
@@ -22,73 +22,67 @@ from wsss_project.utils.device import resolve_device
 logger = logging.getLogger(__name__)
 
 
+def _valid_sizes(rows: pd.DataFrame) -> np.ndarray:
+    """(N, 2) valid (height, width) of each tile: the rest of a border tile is reflected padding."""
+    return rows[["height", "width"]].to_numpy(dtype=np.int64)
+
+
 def train_cam_model(
     tiles: Partitions, tile_index: pd.DataFrame, localization: dict, classes: list[str], seed: int, device: str
 ) -> tuple[dict, pd.DataFrame, dict]:
-    """Train the classifier on the train tiles' image-level labels only (never on masks)."""
+    """Fit the localizer on the train tiles' image-level labels only (never on masks)."""
+    localizer = localizer_for(localization)
     train = tiles_of_split(tile_index, "train")
     labels = train[classes].to_numpy(dtype=np.float32)
     logger.info(
-        "Training the CAM classifier on %d tiles (%s positive per class)",
-        len(train), labels.sum(axis=0).astype(int).tolist(),
+        "Fitting localizer %s on %d tiles (%s positive per class)",
+        localization["method"], len(train), labels.sum(axis=0).astype(int).tolist(),
     )
     images = stack_tiles(tiles, train["tile_id"].tolist())
-    model, history = train_cam_classifier(images, labels, {**localization, "seed": seed}, resolve_device(device))
+    model, history = localizer.fit(
+        images, labels, _valid_sizes(train), {**localization, "seed": seed}, resolve_device(device)
+    )
     table, curves = history_outputs(history, "localization")
     return {k: v.cpu() for k, v in model.state_dict().items()}, table, curves
 
 
-def restrict_to_scene(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Zero a border tile's CAM over its padding and rescale the scene part to peak at 255.
-
-    The reflected padding is not scene: on landslide_real the classifier fired along padded
-    borders, and APG turned those stripes into prompts.
-    """
-    if heatmap.shape == (height, width):
-        return heatmap
-    out = np.zeros_like(heatmap)
-    part = heatmap[:height, :width].astype(np.float32)
-    peak = part.max()
-    if peak > 0:
-        out[:height, :width] = np.round(part / peak * 255.0).astype(np.uint8)
-    return out
+def _load_model(cam_model: dict, localization: dict, n_classes: int, device: str):
+    localizer = localizer_for(localization)
+    torch_device = resolve_device(device)
+    model = localizer.build(n_classes, localization)
+    model.load_state_dict(cam_model)
+    return localizer, model.to(torch_device).eval(), torch_device
 
 
 def generate_cams(
     tiles: Partitions, tile_index: pd.DataFrame, cam_model: dict, localization: dict, classes: list[str], device: str
 ) -> dict[str, np.ndarray]:
-    """A 0..255 CAM heatmap for every tile and class, keyed `<class>/<tile_id>`."""
-    torch_device = resolve_device(device)
-    model = build_cam_classifier(len(classes), localization, load_pretrained=False)
-    model.load_state_dict(cam_model)
-    model.to(torch_device).eval()
+    """A 0..255 heatmap for every tile (train and test, for figures) and class, keyed `<class>/<tile_id>`."""
+    localizer, model, torch_device = _load_model(cam_model, localization, len(classes), device)
     batch = int(localization["inference_batch_size"])
-    ordered = tile_index.sort_values("tile_id")
-    tile_ids = ordered["tile_id"].tolist()
-    valid = dict(zip(tile_ids, zip(ordered["height"], ordered["width"], strict=True), strict=True))
+    ordered = tile_index.sort_values("tile_id").reset_index(drop=True)
     cams, started = {}, time.perf_counter()
-    for start in range(0, len(tile_ids), batch):
-        chunk = tile_ids[start : start + batch]
-        heatmaps = compute_cams(model, stack_tiles(tiles, chunk), localization, torch_device, batch)
-        for tile_id, per_class in zip(chunk, heatmaps, strict=True):
+    for start in range(0, len(ordered), batch):
+        chunk = ordered.iloc[start : start + batch]
+        heatmaps = localizer.heatmaps(
+            model, stack_tiles(tiles, chunk["tile_id"].tolist()), _valid_sizes(chunk), localization, torch_device
+        )
+        for tile_id, per_class in zip(chunk["tile_id"], heatmaps, strict=True):
             for class_id, name in enumerate(classes):
-                cams[cam_key(name, tile_id)] = restrict_to_scene(per_class[class_id], *valid[tile_id])
-    logger.info("Computed CAMs of %d tiles (%.1f tiles/s)", len(tile_ids), len(tile_ids) / (time.perf_counter() - started))
+                cams[cam_key(name, tile_id)] = per_class[class_id]
+    logger.info("Computed heatmaps of %d tiles (%.1f tiles/s)", len(ordered), len(ordered) / (time.perf_counter() - started))
     return cams
 
 
 def score_classifier(
     tiles: Partitions, tile_index: pd.DataFrame, cam_model: dict, localization: dict, classes: list[str], device: str
 ) -> dict[str, dict]:
-    """Tile-level ROC AUC and accuracy of the classifier per split and class (image-level labels only).
+    """Tile-level ROC AUC and accuracy of the localizer per split and class (image-level labels only).
 
-    CAM quality is bounded by how well the classifier separates positive from negative tiles;
-    the test split shows whether it generalises to unseen scenes.
+    Localization is bounded by how well the model separates positive from negative tiles; the
+    test split shows whether that carries over to unseen scenes.
     """
-    torch_device = resolve_device(device)
-    model = build_cam_classifier(len(classes), localization, load_pretrained=False)
-    model.load_state_dict(cam_model)
-    model.to(torch_device)
+    localizer, model, torch_device = _load_model(cam_model, localization, len(classes), device)
     batch = int(localization["inference_batch_size"])
     scores = {}
     for split in ("train", "test"):
@@ -96,9 +90,10 @@ def score_classifier(
         if rows.empty:
             continue
         probs = np.concatenate([
-            predict_tile_probabilities(model, stack_tiles(tiles, rows["tile_id"].iloc[s : s + batch].tolist()),
-                                       localization, torch_device, batch)
-            for s in range(0, len(rows), batch)
+            localizer.tile_probabilities(
+                model, stack_tiles(tiles, chunk["tile_id"].tolist()), _valid_sizes(chunk), localization, torch_device
+            )
+            for chunk in (rows.iloc[s : s + batch] for s in range(0, len(rows), batch))
         ])
         for k, name in enumerate(classes):
             labels = rows[name].to_numpy()
@@ -106,5 +101,5 @@ def score_classifier(
             accuracy = float(((probs[:, k] >= 0.5) == labels).mean())
             scores[f"localization.{split}.{name}.auc"] = {"value": float(auc), "step": 0}
             scores[f"localization.{split}.{name}.accuracy"] = {"value": accuracy, "step": 0}
-            logger.info("Classifier on %s tiles, %s: AUC %.3f, accuracy %.3f", split, name, auc, accuracy)
+            logger.info("Localizer on %s tiles, %s: AUC %.3f, accuracy %.3f", split, name, auc, accuracy)
     return scores

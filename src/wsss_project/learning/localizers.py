@@ -1,0 +1,112 @@
+"""Localization methods behind one interface, and the registry that is the one place knowing their names.
+
+A localizer is fitted on tiles and image-level labels and turns tiles into the `cams` contract:
+one uint8 heatmap 0..255 per tile and class, 0 outside the scene. Nodes look the method up once
+(`localizer_for(localization)`) and never branch on its name.
+
+- `mil`: the pixel-MIL scorer (models/pixel_mil.py); heatmap = sigmoid x 255, so 128 = p 0.5.
+- `cam_classifier`: APSAM's ResNet + GAP classifier; heatmap = ReLU CAM / its peak over the
+  scene part of the tile. The choice for pretrained backbones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from wsss_project.learning.cam_training import (
+    build_cam_classifier,
+    compute_cams,
+    predict_tile_probabilities,
+    train_cam_classifier,
+)
+from wsss_project.learning.mil_training import (
+    build_pixel_mil,
+    mil_probabilities,
+    mil_tile_probabilities,
+    probabilities_to_heatmap,
+    train_pixel_mil,
+    valid_masks,
+)
+
+
+class Localizer(Protocol):
+    """What every localization method provides."""
+
+    def fit(
+        self, images: np.ndarray, labels: np.ndarray, valid_sizes: np.ndarray, params: Mapping[str, Any],
+        device: torch.device,
+    ) -> tuple[nn.Module, list[dict[str, float]]]:
+        """Train on (N, H, W, 3) uint8 tiles and (N, C) image-level labels; return model and history."""
+
+    def build(self, n_classes: int, params: Mapping[str, Any]) -> nn.Module:
+        """An untrained model of the configured architecture (to load a saved state_dict into)."""
+
+    def heatmaps(
+        self, model: nn.Module, images: np.ndarray, valid_sizes: np.ndarray, params: Mapping[str, Any],
+        device: torch.device,
+    ) -> np.ndarray:
+        """(N, C, H, W) uint8 heatmaps, 0 outside each tile's valid (scene) part."""
+
+    def tile_probabilities(
+        self, model: nn.Module, images: np.ndarray, valid_sizes: np.ndarray, params: Mapping[str, Any],
+        device: torch.device,
+    ) -> np.ndarray:
+        """(N, C) probability that each tile holds each class."""
+
+
+@dataclass(frozen=True)
+class MilLocalizer:
+    """Pixel MIL: small-receptive-field scorer, top-k (or LSE) pooled, BCE on tile labels."""
+
+    def fit(self, images, labels, valid_sizes, params, device):
+        return train_pixel_mil(images, labels, valid_sizes, params, device)
+
+    def build(self, n_classes, params):
+        return build_pixel_mil(n_classes, params["mil"])
+
+    def heatmaps(self, model, images, valid_sizes, params, device):
+        probs = mil_probabilities(model, images, params, device)
+        probs = probs * valid_masks(valid_sizes, *images.shape[1:3])[:, None].float()
+        return probabilities_to_heatmap(probs)
+
+    def tile_probabilities(self, model, images, valid_sizes, params, device):
+        return mil_tile_probabilities(model, images, valid_sizes, params, device)
+
+
+@dataclass(frozen=True)
+class CamClassifierLocalizer:
+    """APSAM's CAM classifier (ResNet + GAP + linear head, eq. 1)."""
+
+    def fit(self, images, labels, valid_sizes, params, device):
+        return train_cam_classifier(images, labels, params, device)
+
+    def build(self, n_classes, params):
+        return build_cam_classifier(n_classes, params, load_pretrained=False)
+
+    def heatmaps(self, model, images, valid_sizes, params, device):
+        valid = valid_masks(valid_sizes, *images.shape[1:3])
+        return compute_cams(model, images, params, device, len(images), valid)
+
+    def tile_probabilities(self, model, images, valid_sizes, params, device):
+        return predict_tile_probabilities(model, images, params, device, len(images))
+
+
+# Read-only: adding a method is a new class plus one entry here.
+LOCALIZERS: Mapping[str, Localizer] = MappingProxyType(
+    {"mil": MilLocalizer(), "cam_classifier": CamClassifierLocalizer()}
+)
+
+
+def localizer_for(localization: Mapping[str, Any]) -> Localizer:
+    """The localizer named by `localization.method`."""
+    method = localization.get("method")
+    if method not in LOCALIZERS:
+        raise ValueError(f"parameter `localization.method` must be one of {sorted(LOCALIZERS)}, got {method!r}")
+    return LOCALIZERS[method]

@@ -1,0 +1,236 @@
+"""Training the pixel-MIL scorer on image-level tile labels, and turning it into heatmaps.
+
+Every number comes from the `localization` parameters (`localization.mil.*` for the scorer;
+defaults in conf/base/parameters_localization.yml). A missing key raises KeyError naming it.
+
+Keys of `localization.mil` read here:
+    width, n_layers          scorer architecture (receptive field 1 + 2 n_layers px)
+    input_scale              tiles are resized by this factor before scoring (1.0 = full
+                             resolution; 0.5 = 4x cheaper, receptive field 2x wider in scene px)
+    pooling                  topk | lse: how pixel logits become the tile logit
+    topk_fraction            topk: share of a tile's valid pixels whose logits are averaged
+    lse_r                    lse: sharpness r of the log-sum-exp
+    steps, batch_size        optimiser steps and tiles per step
+    lr, weight_decay         AdamW
+    warmup_steps             linear warm-up, then cosine decay to zero (stable across seeds)
+    pos_weight               null | balanced | number: BCE positive weight
+    log_every                steps between history records (loss, accuracy, lr, rate)
+Shared `localization` keys: seed, augment, image_mean, image_std, tta_flips.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from wsss_project.learning.cam_training import (
+    _pos_weight,
+    apply_per_sample,
+    check_images,
+    deterministic_mode,
+    flip_averaged,
+    images_to_tensor,
+    random_dihedral_params,
+    require_params,
+)
+from wsss_project.models.pixel_mil import POOLINGS, PixelMIL, mil_pool
+from wsss_project.utils.seed import seed_everything
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "localization.mil"
+MIL_ARCH_KEYS = ("width", "n_layers", "input_scale")
+MIL_TRAIN_KEYS = (
+    *MIL_ARCH_KEYS, "pooling", "topk_fraction", "lse_r", "steps", "batch_size", "lr", "weight_decay",
+    "warmup_steps", "pos_weight", "log_every",
+)
+SHARED_TRAIN_KEYS = ("seed", "augment", "image_mean", "image_std")
+SHARED_INFER_KEYS = ("image_mean", "image_std", "tta_flips")
+HEATMAP_MAX = 255.0
+
+
+def build_pixel_mil(n_classes: int, mil: Mapping[str, Any]) -> PixelMIL:
+    """PixelMIL from `localization.mil` (also used to rebuild a saved state_dict)."""
+    require_params(mil, MIL_ARCH_KEYS, NAMESPACE)
+    return PixelMIL(n_classes, width=int(mil["width"]), n_layers=int(mil["n_layers"]))
+
+
+def check_mil_params(mil: Mapping[str, Any]) -> None:
+    """Fail on values that would silently do something else than asked."""
+    require_params(mil, MIL_TRAIN_KEYS, NAMESPACE)
+    if mil["pooling"] not in POOLINGS:
+        raise ValueError(f"parameter `{NAMESPACE}.pooling` must be one of {list(POOLINGS)}, got {mil['pooling']!r}")
+    if not 0.0 < float(mil["topk_fraction"]) <= 1.0:
+        raise ValueError(f"parameter `{NAMESPACE}.topk_fraction` must be in (0, 1], got {mil['topk_fraction']}")
+    if float(mil["lse_r"]) <= 0:
+        raise ValueError(f"parameter `{NAMESPACE}.lse_r` must be positive, got {mil['lse_r']}")
+    if not 0.0 < float(mil["input_scale"]) <= 1.0:
+        raise ValueError(f"parameter `{NAMESPACE}.input_scale` must be in (0, 1], got {mil['input_scale']}")
+    for key in ("steps", "batch_size", "log_every"):
+        if int(mil[key]) < 1:
+            raise ValueError(f"parameter `{NAMESPACE}.{key}` must be >= 1, got {mil[key]}")
+    if not 0 <= int(mil["warmup_steps"]) < int(mil["steps"]):
+        raise ValueError(f"parameter `{NAMESPACE}.warmup_steps` must be in [0, steps), got {mil['warmup_steps']}")
+
+
+def valid_masks(valid_sizes: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """(N, H, W) bool: True inside each tile's scene part (rows < height_i, cols < width_i)."""
+    rows = torch.arange(height)[None, :, None]
+    cols = torch.arange(width)[None, None, :]
+    sizes = torch.as_tensor(np.asarray(valid_sizes), dtype=torch.long)
+    return (rows < sizes[:, 0, None, None]) & (cols < sizes[:, 1, None, None])
+
+
+def _rescale(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Resize images by `scale` (area averaging when shrinking: no aliasing)."""
+    return x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="area")
+
+
+def _rescale_valid(valid: torch.Tensor, scale: float) -> torch.Tensor:
+    if scale == 1.0:
+        return valid
+    return F.interpolate(valid[:, None].float(), scale_factor=scale, mode="nearest")[:, 0] > 0.5
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to zero at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress_ = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * progress_))
+
+
+def train_pixel_mil(
+    images: np.ndarray,
+    labels: np.ndarray,
+    valid_sizes: np.ndarray,
+    params: Mapping[str, Any],
+    device: torch.device,
+) -> tuple[PixelMIL, list[dict[str, float]]]:
+    """Train PixelMIL with BCE on tile labels pooled from pixel logits (positives and negatives).
+
+    Args:
+        images: (N, H, W, 3) uint8 tiles.
+        labels: (N, C) image-level 0/1 labels.
+        valid_sizes: (N, 2) valid (height, width) of each tile; the rest is padding.
+        params: `localization` parameters, with the scorer's under `mil`.
+        device: where to train.
+
+    Returns:
+        The trained model (eval mode) and one history record every `log_every` steps.
+    """
+    require_params(params, (*SHARED_TRAIN_KEYS, "mil"), "localization")
+    mil = params["mil"]
+    check_mil_params(mil)
+    check_images(images)
+    labels = np.asarray(labels, dtype=np.float32)
+    if labels.ndim != 2 or labels.shape[0] != images.shape[0]:
+        raise ValueError(f"labels must be (N, C) with N={images.shape[0]}, got {labels.shape}")
+
+    seed_everything(int(params["seed"]))
+    generator = torch.Generator().manual_seed(int(params["seed"]))
+    model = build_pixel_mil(labels.shape[1], mil).to(device)
+    pos_weight = _pos_weight(labels, mil["pos_weight"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(mil["lr"]), weight_decay=float(mil["weight_decay"]))
+    steps, warmup, batch = int(mil["steps"]), int(mil["warmup_steps"]), int(mil["batch_size"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, steps))
+    targets = torch.as_tensor(labels)
+    n, h, w = images.shape[:3]
+    valid_all = valid_masks(valid_sizes, h, w)
+    scale = float(mil["input_scale"])
+    logger.info(
+        "Training pixel MIL (receptive field %d px at scale %.2f, %s pooling) on %d tiles, "
+        "positives per class %s, %d steps of %d, device %s",
+        model.receptive_field, scale, mil["pooling"], n, labels.sum(axis=0).astype(int).tolist(), steps, batch, device,
+    )
+    criterion = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight.to(device) if pos_weight is not None else None)
+    history: list[dict[str, float]] = []
+    order, cursor = torch.randperm(n, generator=generator), 0
+    loss_sum = correct = seen = 0.0
+    started = time.perf_counter()
+    with deterministic_mode(device):
+        model.train()
+        for step in range(steps):
+            if cursor + batch > n:  # a new pass over the tiles in a new order
+                order, cursor = torch.randperm(n, generator=generator), 0
+            idx = order[cursor : cursor + batch].numpy()
+            cursor += batch
+            x = images_to_tensor(images[idx], params["image_mean"], params["image_std"], device)
+            valid = valid_all[idx].to(device)
+            if params["augment"]:
+                ops = random_dihedral_params(len(idx), h == w, generator)
+                x, valid = apply_per_sample(x, ops), apply_per_sample(valid, ops)
+            logits = mil_pool(
+                model(_rescale(x, scale)), _rescale_valid(valid, scale),
+                mil["pooling"], float(mil["topk_fraction"]), float(mil["lse_r"]),
+            )
+            y = targets[idx].to(device)
+            loss = criterion(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item() * len(idx)
+            correct += float(((logits > 0) == (y > 0.5)).float().sum().item())
+            seen += len(idx)
+            if (step + 1) % int(mil["log_every"]) == 0 or step + 1 == steps:
+                seconds = time.perf_counter() - started
+                record = {
+                    "step": step + 1, "loss": loss_sum / seen, "accuracy": correct / (seen * labels.shape[1]),
+                    "lr": optimizer.param_groups[0]["lr"], "tiles_per_s": seen / max(seconds, 1e-9),
+                }
+                history.append(record)
+                logger.info(
+                    "MIL step %d/%d: loss %.4f, accuracy %.3f, lr %.2g, %.1f tiles/s",
+                    step + 1, steps, record["loss"], record["accuracy"], record["lr"], record["tiles_per_s"],
+                )
+                loss_sum = correct = seen = 0.0
+                started = time.perf_counter()
+    model.eval()
+    return model, history
+
+
+def mil_probabilities(
+    model: PixelMIL, images: np.ndarray, params: Mapping[str, Any], device: torch.device
+) -> torch.Tensor:
+    """Pixel probabilities (N, C, H, W) float32 at tile resolution (flip-averaged if `tta_flips`)."""
+    require_params(params, SHARED_INFER_KEYS, "localization")
+    check_images(images)
+    scale = float(params["mil"]["input_scale"])
+    h, w = images.shape[1:3]
+    model.eval()
+    with torch.inference_mode():
+        x = images_to_tensor(images, params["image_mean"], params["image_std"], device)
+        logits = flip_averaged(lambda t: model(_rescale(t, scale)), x, bool(params["tta_flips"]))
+        if scale != 1.0:
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        return torch.sigmoid(logits.float()).cpu()
+
+
+def mil_tile_probabilities(
+    model: PixelMIL, images: np.ndarray, valid_sizes: np.ndarray, params: Mapping[str, Any], device: torch.device
+) -> np.ndarray:
+    """Tile probability per class (N, C), pooled exactly as in training (over valid pixels)."""
+    mil = params["mil"]
+    scale = float(mil["input_scale"])
+    check_images(images)
+    model.eval()
+    with torch.inference_mode():
+        x = images_to_tensor(images, params["image_mean"], params["image_std"], device)
+        valid = _rescale_valid(valid_masks(valid_sizes, *images.shape[1:3]).to(device), scale)
+        logits = mil_pool(model(_rescale(x, scale)), valid, mil["pooling"], float(mil["topk_fraction"]),
+                          float(mil["lse_r"]))
+        return torch.sigmoid(logits.float()).cpu().numpy()
+
+
+def probabilities_to_heatmap(probabilities: torch.Tensor | np.ndarray) -> np.ndarray:
+    """sigmoid probabilities -> uint8 heatmap 0..255 (T = 128 means p > 0.5)."""
+    p = np.asarray(probabilities, dtype=np.float32)
+    return np.round(np.clip(p, 0.0, 1.0) * HEATMAP_MAX).astype(np.uint8)

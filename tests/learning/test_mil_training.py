@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+from toy_tiles import toy_tiles
+
+from wsss_project.evaluation.metrics import binary_mask_metrics
+from wsss_project.learning.localizers import MilLocalizer
+from wsss_project.learning.mil_training import lr_factor, train_pixel_mil, valid_masks
+
+MIL = {"width": 8, "n_layers": 3, "input_scale": 1.0, "pooling": "topk", "topk_fraction": 0.1, "lse_r": 5.0,
+       "steps": 80, "batch_size": 4, "lr": 1e-2, "weight_decay": 0.0, "warmup_steps": 5, "pos_weight": "balanced",
+       "log_every": 20}
+PARAMS = {"seed": 0, "augment": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+          "tta_flips": False, "mil": MIL}
+
+
+def _data(n=8):
+    tiles, masks, _, index = toy_tiles(n)
+    ids = index["tile_id"].tolist()
+    images = np.stack([tiles[t] for t in ids])
+    return images, index[["landslide"]].to_numpy(np.float32), np.full((n, 2), 64), [masks[t] for t in ids], index
+
+
+def test_trained_on_tile_labels_the_heatmap_finds_the_landslides():
+    images, labels, sizes, masks, index = _data()
+    model, history = train_pixel_mil(images, labels, sizes, PARAMS, torch.device("cpu"))
+    assert [r["step"] for r in history] == [20, 40, 60, 80]
+    assert history[-1]["loss"] < history[0]["loss"]
+    heat = MilLocalizer().heatmaps(model, images, sizes, PARAMS, torch.device("cpu"))[:, 0]
+    for k, positive in enumerate(labels[:, 0]):
+        if positive:
+            assert binary_mask_metrics(heat[k] > 128, masks[k])["iou"] > 0.5
+        else:
+            assert (heat[k] > 128).mean() < 0.05
+
+
+def test_same_seed_same_model_and_heatmap_zero_outside_the_scene():
+    images, labels, sizes, _, _ = _data(4)
+    sizes = np.array([[64, 64], [64, 40], [30, 64], [64, 64]])
+    params = {**PARAMS, "mil": {**MIL, "steps": 6, "log_every": 3, "warmup_steps": 1}}
+    runs = [train_pixel_mil(images, labels, sizes, params, torch.device("cpu"))[0] for _ in range(2)]
+    heats = [MilLocalizer().heatmaps(m, images, sizes, params, torch.device("cpu")) for m in runs]
+    np.testing.assert_array_equal(heats[0], heats[1])
+    assert heats[0].dtype == np.uint8 and heats[0].shape == (4, 1, 64, 64)
+    assert not heats[0][1, 0, :, 40:].any() and not heats[0][2, 0, 30:].any()
+
+
+def test_half_scale_scores_at_tile_size():
+    images, labels, sizes, _, _ = _data(4)
+    params = {**PARAMS, "mil": {**MIL, "steps": 4, "log_every": 2, "warmup_steps": 1, "input_scale": 0.5}}
+    model, _ = train_pixel_mil(images, labels, sizes, params, torch.device("cpu"))
+    assert MilLocalizer().heatmaps(model, images, sizes, params, torch.device("cpu")).shape == (4, 1, 64, 64)
+
+
+@pytest.mark.parametrize(("key", "value"), [("pooling", "max"), ("topk_fraction", 0.0), ("input_scale", 2.0),
+                                             ("steps", 0), ("warmup_steps", 80)])
+def test_bad_settings_name_the_parameter(key, value):
+    images, labels, sizes, _, _ = _data(2)
+    with pytest.raises(ValueError, match=f"localization.mil.{key}"):
+        train_pixel_mil(images, labels, sizes, {**PARAMS, "mil": {**MIL, key: value}}, torch.device("cpu"))
+
+
+def test_valid_masks_and_schedule():
+    valid = valid_masks(np.array([[3, 2]]), 4, 4)[0]
+    assert valid.sum() == 6 and valid[:3, :2].all()
+    factors = [lr_factor(s, 5, 50) for s in range(50)]
+    assert factors[4] == 1.0 and factors[0] == pytest.approx(0.2) and factors[-1] < 0.01
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:], strict=False))
