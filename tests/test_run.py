@@ -20,6 +20,7 @@ TINY_PARAMS = {
     "segmentation_training": {"epochs": 1, "base_width": 8, "crop_size": 64, "batch_size": 4},
 }
 
+STAGES = ("cam_threshold", "pseudo_labels", "prediction", "supervised_reference")
 
 
 def _latest(path: Path) -> Path:
@@ -45,42 +46,97 @@ def test_default_pipeline_end_to_end(project_copy):
         assert prediction.shape == (scene.height, scene.width)
         assert set(np.unique(prediction)) <= {0, 255}
 
-    # The reported pseudo-label metrics agree with an independent computation from saved masks.
+    # The report has the four stages, each with its scope, and the weak-to-full ratio.
     metrics = json.loads(_latest(data / "08_reporting" / "metrics.json").read_text())
-    assert set(metrics) == {"cam_threshold", "pseudo_labels", "prediction"}
-    tp = fp = fn = 0
-    for tile_id in index.loc[index.split == "train", "tile_id"]:
-        pseudo = read_png(data / "04_feature" / "pseudo_masks" / f"{tile_id}.png")
-        truth = read_png(data / "02_intermediate" / "tile_masks" / f"{tile_id}.png")
-        valid = truth != 255
-        pred, gt = (pseudo == 1) & valid, (truth == 1) & valid
-        tp, fp, fn = tp + int((pred & gt).sum()), fp + int((pred & ~gt).sum()), fn + int((~pred & gt).sum())
-    assert metrics["pseudo_labels"]["iou"] == pytest_approx(tp / max(tp + fp + fn, 1))
+    assert set(metrics) == {"cam_threshold", "pseudo_labels", "prediction", "supervised_reference", "weak_to_full_ratio"}
+    assert {stage: metrics[stage]["scope"] for stage in STAGES} == {
+        "cam_threshold": "train_scenes", "pseudo_labels": "train_scenes",
+        "prediction": "test_scenes", "supervised_reference": "test_scenes",
+    }
 
-    # ... and so do the prediction metrics, from the saved scene PNGs and the test tiles' masks.
-    tp = fp = fn = 0
-    for scene in test_scenes.itertuples():
-        truth = np.full((scene.height, scene.width), 255, np.uint8)
-        for t in index[(index.scene_id == scene.scene_id)].itertuples():
-            truth[t.row : t.row + t.height, t.col : t.col + t.width] = read_png(
-                data / "02_intermediate" / "tile_masks" / f"{t.tile_id}.png"
-            )[: t.height, : t.width]
-        pred = read_png(data / "07_model_output" / "predictions" / f"{scene.scene_id}.png") == 255
-        gt, valid = truth == 1, truth != 255
-        tp += int((pred & gt & valid).sum())
-        fp += int((pred & ~gt & valid).sum())
-        fn += int((~pred & gt & valid).sum())
-    assert metrics["prediction"]["iou"] == pytest_approx(tp / max(tp + fp + fn, 1))
+    # The train-scene stages agree with an independent computation from the saved PNGs, each
+    # scene pixel counted once (owned by the tile whose valid centre is nearest, ties to the first).
+    train_tiles = index[index.split == "train"]
+    pseudo = lambda t: read_png(data / "04_feature" / "pseudo_masks" / f"{t.tile_id}.png") == 1  # noqa: E731
+    cam = lambda t: t.landslide == 1 and read_png(data / "03_primary" / "cams" / "landslide" / f"{t.tile_id}.png") > 120  # noqa: E731
+    for stage, claims in (("pseudo_labels", pseudo), ("cam_threshold", cam)):
+        tp, fp, fn, pixels = _once_per_scene_pixel(data, train_tiles, scenes, claims)
+        assert metrics[stage]["pixels"] == pixels
+        assert (metrics[stage]["tp"], metrics[stage]["fp"], metrics[stage]["fn"]) == (tp, fp, fn)
+        assert metrics[stage]["iou"] == pytest_approx(tp / max(tp + fp + fn, 1))
+    assert metrics["pseudo_labels"]["pixels"] <= scenes.loc[scenes.split == "train", ["height", "width"]].prod(axis=1).sum()
 
-    # The run is in MLflow with its parameters and the metrics of every stage.
+    # ... and so do the test-scene stages, from the saved scene PNGs and the test tiles' masks.
+    for stage, folder in (("prediction", "predictions"), ("supervised_reference", "supervised_predictions")):
+        tp = fp = fn = 0
+        for scene in test_scenes.itertuples():
+            truth = np.full((scene.height, scene.width), 255, np.uint8)
+            for t in index[(index.scene_id == scene.scene_id)].itertuples():
+                truth[t.row : t.row + t.height, t.col : t.col + t.width] = read_png(
+                    data / "02_intermediate" / "tile_masks" / f"{t.tile_id}.png"
+                )[: t.height, : t.width]
+            pred = read_png(data / "07_model_output" / folder / f"{scene.scene_id}.png") == 255
+            gt, valid = truth == 1, truth != 255
+            tp += int((pred & gt & valid).sum())
+            fp += int((pred & ~gt & valid).sum())
+            fn += int((~pred & gt & valid).sum())
+        assert metrics[stage]["iou"] == pytest_approx(tp / max(tp + fp + fn, 1))
+
+    # weak_to_full_ratio is the division of the two test-scene IoUs (null when the reference is 0).
+    ratio = metrics["weak_to_full_ratio"]
+    reference_iou = metrics["supervised_reference"]["iou"]
+    assert reference_iou > 0, "the tiny run's supervised reference found nothing: the ratio is untested"
+    assert ratio["value"] == pytest_approx(metrics["prediction"]["iou"] / reference_iou)
+    for source, value in ratio["per_source"].items():
+        full = metrics["supervised_reference"]["per_source"][source]["iou"]
+        assert value == (pytest_approx(metrics["prediction"]["per_source"][source]["iou"] / full) if full else None)
+
+    # The run is in MLflow with its parameters, the metrics of every stage, pooled and per source,
+    # and the ratio.
     mlflow.set_tracking_uri(f"sqlite:///{project_copy / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["wsss_project"])
     assert len(runs) == 1
     run = runs.iloc[0]
     assert run["params.prompt_generation.threshold"] == "120"
     assert (run["tags.segmenter"], run["tags.dataset"], run["tags.prompt_mode"]) == ("grabcut", "synthetic", "point_box")
-    for stage in ("cam_threshold", "pseudo_labels", "prediction"):
+    for stage in STAGES:
         assert run[f"metrics.{stage}.iou"] == pytest_approx(metrics[stage]["iou"])
+        for source, sub in metrics[stage]["per_source"].items():
+            assert run[f"metrics.{stage}.{source}.iou"] == pytest_approx(sub["iou"])
+    assert run["metrics.weak_to_full_ratio"] == pytest_approx(ratio["value"])
+    for source, value in ratio["per_source"].items():
+        if value is not None:
+            assert run[f"metrics.weak_to_full_ratio.{source}"] == pytest_approx(value)
+    assert "metrics.supervised_reference_training.loss" in run
+
+
+def _once_per_scene_pixel(data: Path, train_tiles: pd.DataFrame, scenes: pd.DataFrame, claims) -> tuple[int, ...]:
+    """tp, fp, fn and pixel count of a per-tile landslide claim over the train scenes, each scene
+    pixel judged once by its owning tile: nearest valid-window centre, ties to the first (row, col)."""
+    tp = fp = fn = pixels = 0
+    for scene in scenes[scenes.split == "train"].itertuples():
+        tiles = list(train_tiles[train_tiles.scene_id == scene.scene_id].sort_values(["row", "col"]).itertuples())
+        rr, cc = np.mgrid[0 : scene.height, 0 : scene.width] + 0.5
+        distance = np.full((len(tiles), scene.height, scene.width), np.inf)
+        for k, t in enumerate(tiles):
+            inside = (rr >= t.row) & (rr < t.row + t.height) & (cc >= t.col) & (cc < t.col + t.width)
+            d = (rr - t.row - t.height / 2) ** 2 + (cc - t.col - t.width / 2) ** 2
+            distance[k][inside] = d[inside]
+        owner = distance.argmin(axis=0)  # the first minimum: ties go to the first tile
+        assert np.isfinite(distance.min(axis=0)).all()
+        pred = np.zeros((scene.height, scene.width), bool)
+        truth = np.zeros((scene.height, scene.width), np.uint8)
+        for k, t in enumerate(tiles):
+            mine = owner[t.row : t.row + t.height, t.col : t.col + t.width] == k
+            claim = np.asarray(claims(t))
+            claim = np.full((t.height, t.width), bool(claim)) if claim.ndim == 0 else claim[: t.height, : t.width]
+            pred[t.row : t.row + t.height, t.col : t.col + t.width][mine] = claim[mine]
+            tile_truth = read_png(data / "02_intermediate" / "tile_masks" / f"{t.tile_id}.png")
+            truth[t.row : t.row + t.height, t.col : t.col + t.width][mine] = tile_truth[: t.height, : t.width][mine]
+        valid, gt = truth != 255, truth == 1
+        tp, fp = tp + int((pred & gt & valid).sum()), fp + int((pred & ~gt & valid).sum())
+        fn, pixels = fn + int((~pred & gt & valid).sum()), pixels + int(valid.sum())
+    return tp, fp, fn, pixels
 
 
 def pytest_approx(value):

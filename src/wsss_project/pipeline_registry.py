@@ -11,18 +11,21 @@ from wsss_project.pipelines import (
     prompt_generation,
     sam_labeling,
     segmentation_training,
+    supervised_reference,
     threshold_sweep,
 )
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Register the project's pipelines; `__default__` runs data preparation through evaluation."""
+    """Register the project's pipelines; `__default__` runs data preparation through evaluation,
+    with the supervised reference (ResUNet on the true masks) beside the weakly supervised model."""
     pipelines = {
         "data_preparation": data_preparation.create_pipeline(),
         "localization": localization.create_pipeline(),
         "prompt_generation": prompt_generation.create_pipeline(),
         "sam_labeling": sam_labeling.create_pipeline(),
         "segmentation_training": segmentation_training.create_pipeline(),
+        "supervised_reference": supervised_reference.create_pipeline(),
         "evaluation": evaluation.create_pipeline(),
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))

@@ -103,6 +103,30 @@ def test_stage_comparison_draws_every_stage(tmp_path):
     _assert_saves(figure, tmp_path, "stages")
 
 
+def test_stage_comparison_labels_scopes_puts_the_reference_beside_prediction_and_titles_the_ratio(tmp_path):
+    def stage(scope, iou):
+        return {"scope": scope, "oa": 0.9, "precision": 0.7, "recall": 0.7, "f1": 0.7, "iou": iou, "per_source": {}}
+
+    metrics = {
+        "supervised_reference": stage("test_scenes", 0.8),
+        "prediction": stage("test_scenes", 0.6),
+        "pseudo_labels": stage("train_scenes", 0.5),
+        "cam_threshold": stage("train_scenes", 0.4),
+        "weak_to_full_ratio": {"definition": "prediction.iou / supervised_reference.iou", "value": 0.75,
+                               "per_source": {"a": 0.7}},
+    }
+    figure = stage_comparison(metrics)
+    ax = figure.axes[0]
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend == ["cam_threshold (train scenes)", "pseudo_labels (train scenes)",
+                      "prediction (test scenes)", "supervised_reference (test scenes)"]
+    assert len(ax.patches) == 4 * 5  # the ratio is no stage
+    assert "0.750" in ax.get_title() and "supervised_reference" in ax.get_title()
+    undefined = stage_comparison({**metrics, "weak_to_full_ratio": {**metrics["weak_to_full_ratio"], "value": None}})
+    assert "n/a" in undefined.axes[0].get_title()
+    _assert_saves(figure, tmp_path, "stages_with_reference")
+
+
 def test_stage_comparison_needs_a_stage():
     with pytest.raises(ValueError):
         stage_comparison({})

@@ -101,3 +101,44 @@ def iter_tiles(
     """Yield (window, tile) for every tile of a scene array."""
     for window in tile_windows(array.shape[0], array.shape[1], tile_size, overlap):
         yield window, cut_tile(array, window, tile_size, pad_value)
+
+
+def mark_outside_scene(mask: np.ndarray, window: TileWindow, fill_value: int) -> np.ndarray:
+    """A copy of a tile-sized mask with every pixel past the valid window (padding) set to `fill_value`."""
+    marked = np.array(mask, copy=True)
+    marked[window.height :] = fill_value
+    marked[:, window.width :] = fill_value
+    return marked
+
+
+def owned_masks(windows: list[TileWindow], height: int, width: int) -> list[np.ndarray]:
+    """Which pixels of its valid window each tile owns, so that every scene pixel has exactly one owner.
+
+    A pixel belongs to the covering tile whose valid-window centre is nearest (Euclidean); ties go
+    to the tile listed first. Overlapping train tiles thus count each scene pixel once. Returns one
+    bool (window.height, window.width) mask per window, in the order given. Raises when the windows
+    leave a pixel of the (height, width) scene uncovered.
+    """
+    if not windows:
+        raise ValueError("owned_masks got no tile windows")
+    best = np.full((height, width), np.inf)
+    owner = np.full((height, width), -1, dtype=np.int64)
+    for index, w in enumerate(windows):
+        if w.row < 0 or w.col < 0 or w.row + w.height > height or w.col + w.width > width:
+            raise ValueError(f"tile window {w} lies outside its {height}x{width} scene: rerun data_preparation")
+        # Doubled coordinates keep the distance exact: pixel centre 2i + 1, window centre 2row + height.
+        dr = 2 * np.arange(w.row, w.row + w.height) + 1 - (2 * w.row + w.height)
+        dc = 2 * np.arange(w.col, w.col + w.width) + 1 - (2 * w.col + w.width)
+        distance = (dr[:, None] ** 2 + dc[None, :] ** 2).astype(np.float64)
+        rows, cols = slice(w.row, w.row + w.height), slice(w.col, w.col + w.width)
+        nearer = distance < best[rows, cols]  # strict: an equal distance keeps the earlier tile
+        best[rows, cols] = np.where(nearer, distance, best[rows, cols])
+        owner[rows, cols] = np.where(nearer, index, owner[rows, cols])
+    if (owner < 0).any():
+        raise ValueError(
+            f"the tile windows leave {int((owner < 0).sum())} pixels of the {height}x{width} scene uncovered: "
+            "tiles are missing from the tile index (rerun data_preparation)"
+        )
+    return [
+        owner[w.row : w.row + w.height, w.col : w.col + w.width] == index for index, w in enumerate(windows)
+    ]

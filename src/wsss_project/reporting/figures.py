@@ -40,7 +40,8 @@ PERCENT = 100.0
 
 METRIC_KEYS = ("oa", "precision", "recall", "f1", "iou")
 METRIC_LABELS = {"oa": "OA", "precision": "Precision", "recall": "Recall", "f1": "F1", "iou": "IoU"}
-STAGE_ORDER = ("cam_threshold", "pseudo_labels", "prediction")
+STAGE_ORDER = ("cam_threshold", "pseudo_labels", "prediction", "supervised_reference")
+RATIO_KEY = "weak_to_full_ratio"
 
 
 def _new_figure(figsize: tuple[float, float]) -> Figure:
@@ -170,10 +171,32 @@ def _grouped_bars(
 
 
 def _ordered_stages(metrics: Mapping[str, Any]) -> list[str]:
-    """Known stages in pipeline order, then any other stage in the order given."""
-    stages = [name for name, value in metrics.items() if isinstance(value, Mapping)]
+    """Known stages in pipeline order, then any other stage in the order given.
+
+    A stage is a mapping holding at least one metric (so `weak_to_full_ratio` is none).
+    """
+    stages = [
+        name for name, value in metrics.items()
+        if isinstance(value, Mapping) and any(key in value for key in METRIC_KEYS)
+    ]
     known = [name for name in STAGE_ORDER if name in stages]
     return known + [name for name in stages if name not in STAGE_ORDER]
+
+
+def _stage_label(stage: str, values: Mapping[str, Any]) -> str:
+    """`stage (train scenes)` from a stage's `scope`; the bare name when it has none."""
+    scope = values.get("scope")
+    return f"{stage} ({str(scope).replace('_', ' ')})" if scope else stage
+
+
+def _ratio_title(metrics: Mapping[str, Any]) -> str:
+    """The title, with the weak-to-full IoU ratio when the metrics carry one (n/a when undefined)."""
+    ratio = metrics.get(RATIO_KEY)
+    if not isinstance(ratio, Mapping):
+        return "Metrics per stage"
+    value = ratio.get("value")
+    shown = "n/a" if value is None else f"{value:.3f}"
+    return f"Metrics per stage; weak-to-full IoU ratio (prediction / supervised_reference) = {shown}"
 
 
 def stage_comparison(
@@ -183,16 +206,18 @@ def stage_comparison(
 ) -> Figure:
     """APSAM Table I as grouped bars: OA, precision, recall, F1, IoU of each stage.
 
-    ``metrics`` is the ``metrics`` dataset, ``{stage: {oa, precision, ...}}``; non-dict
-    entries are skipped and a missing metric leaves a gap.
+    ``metrics`` is the ``metrics`` dataset, ``{stage: {scope, oa, precision, ...}}``; entries
+    without metrics are skipped and a missing metric leaves a gap. Each bar's label names the
+    stage's scope (train or test scenes); supervised_reference stands beside prediction, and
+    ``weak_to_full_ratio`` goes into the title.
     """
-    series = {stage: metrics[stage] for stage in _ordered_stages(metrics)}
+    series = {_stage_label(stage, metrics[stage]): metrics[stage] for stage in _ordered_stages(metrics)}
     if not series:
         raise ValueError("stage_comparison needs at least one stage of metrics")
     figure = _new_figure(BAR_FIGSIZE)
     ax = figure.subplots()
     _grouped_bars(ax, series, metric_keys, as_percent)
-    ax.set_title("Metrics per stage")
+    ax.set_title(_ratio_title(metrics), fontsize="medium")
     return figure
 
 

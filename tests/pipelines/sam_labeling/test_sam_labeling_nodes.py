@@ -66,3 +66,17 @@ def test_grabcut_prior_threshold_follows_t_when_unset():
 def test_bad_unprompted_policy_names_the_parameter():
     with pytest.raises(ValueError, match="sam_labeling.unprompted_positive"):
         _label({**SAM_LABELING, "unprompted_positive": "guess"})
+
+
+def test_pixels_outside_the_scene_are_ignored_in_every_pseudo_mask():
+    tiles, masks, cams, index = toy_tiles()
+    # Border tiles: only the top-left 40x50 lies inside the scene, the rest is padding.
+    index["height"], index["width"] = 40, 50
+    prompts = generate_prompts(cams, index, PROMPT_GENERATION, ["landslide"])
+    lazy = label_tiles(tiles, cams, prompts, index, SAM_LABELING, PROMPT_GENERATION, ["landslide"], "cpu")
+    for tile in index.itertuples():
+        pseudo = lazy[tile.tile_id]()
+        assert (pseudo[40:] == 255).all() and (pseudo[:, 50:] == 255).all()
+        inside = pseudo[:40, :50]
+        assert not (inside == 255).any()  # prompted or negative: the scene part keeps its labels
+        assert (inside == 1).any() == bool(tile.landslide)

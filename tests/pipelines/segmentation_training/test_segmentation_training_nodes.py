@@ -2,8 +2,11 @@ import numpy as np
 import pandas as pd
 from toy_tiles import toy_tiles
 
+from wsss_project.learning.segmentation_training import build_resunet
+from wsss_project.pipelines.segmentation_training import nodes
 from wsss_project.pipelines.segmentation_training.nodes import (
     encode_prediction,
+    ignore_outside_scene,
     predict_scenes,
     train_segmentation_model,
 )
@@ -35,3 +38,44 @@ def test_binary_predictions_are_stored_0_255_and_multiclass_as_indices():
     index_mask = np.array([[0, 1, 2]])
     assert encode_prediction(index_mask, 1).tolist() == [[0, 255, 255]]
     assert encode_prediction(index_mask, 2).tolist() == [[0, 1, 2]]
+
+
+def _capture_training(monkeypatch):
+    """Replace the trainer by a stub that records the masks it would learn from."""
+    seen = {}
+
+    def fake_train(images, masks, n_outputs, params, device):
+        seen["masks"], seen["params"] = masks.copy(), params
+        return build_resunet(n_outputs, params), [{"epoch": 1, "loss": 0.5, "lr": 1e-3, "seconds": 0.1}]
+
+    monkeypatch.setattr(nodes, "train_resunet", fake_train)
+    return seen
+
+
+def test_padding_is_never_supervision_whatever_the_masks_say(monkeypatch):
+    seen = _capture_training(monkeypatch)
+    tiles, masks, _, index = toy_tiles(4)
+    index["height"], index["width"] = 40, 50  # border tiles: past row 40 / col 50 is reflected padding
+    claims_padding = {k: np.ones_like(v) for k, v in masks.items()}
+    train_segmentation_model(tiles, claims_padding, index, SEGMENTATION, ["landslide"], 0, "cpu")
+    assert (seen["masks"][:, 40:] == 255).all() and (seen["masks"][:, :, 50:] == 255).all()
+    assert (seen["masks"][:, :40, :50] == 1).all()
+
+
+def test_training_curves_carry_the_given_prefix_and_the_masks_dataset_is_named(monkeypatch, caplog):
+    _capture_training(monkeypatch)
+    tiles, masks, _, index = toy_tiles(2)
+    with caplog.at_level("INFO"):
+        _, table, curves = train_segmentation_model(
+            tiles, masks, index, SEGMENTATION, ["landslide"], 3, "cpu", masks_dataset="tile_masks", history_prefix="ref"
+        )
+    assert set(curves) == {"ref.loss", "ref.lr", "ref.seconds"} and len(table) == 1
+    assert "`tile_masks`" in caplog.text and "pseudo" not in caplog.text
+
+
+def test_ignore_outside_scene_keeps_full_tiles():
+    masks = np.ones((2, 4, 4), np.uint8)
+    rows = pd.DataFrame({"height": [4, 2], "width": [4, 3]})
+    out = ignore_outside_scene(masks, rows)
+    assert (out[0] == 1).all() and (out[1, 2:] == 255).all() and (out[1, :2, 3] == 255).all()
+    assert (out[1, :2, :3] == 1).all() and (masks == 1).all()

@@ -1,4 +1,5 @@
-"""evaluation: OA, precision, recall, F1, IoU (mIoU) of CAM > T, pseudo-labels and predictions."""
+"""evaluation: OA, precision, recall, F1, IoU (mIoU) of CAM > T and pseudo-labels (train scenes), and of
+the predictions and the supervised reference (test scenes), with their weak-to-full IoU ratio."""
 
 from .pipeline import create_pipeline
 

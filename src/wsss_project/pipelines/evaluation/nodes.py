@@ -1,17 +1,27 @@
 """Nodes of evaluation: the metrics of each stage, pooled and per source.
 
-Stages (APSAM Table I and the classic WSSS baseline):
-- cam_threshold: CAM > T as the mask, on every train tile (a negative tile predicts nothing);
-- pseudo_labels: the segmenter's pseudo-masks on every train tile; pixels the pseudo-mask
-  marks 255 (ignore) count as background, since nothing was claimed there;
-- prediction: the ResUNet's stitched masks of the test scenes at their original size.
-Ground truth comes from `tile_masks`; its 255 pixels (padding, ignore) are left out.
+Stages (APSAM Table I, the classic WSSS baseline and a fully supervised reference), each with a
+`scope` saying which scenes it measures:
+- cam_threshold (train_scenes): CAM > T as the mask (a negative tile predicts nothing);
+- pseudo_labels (train_scenes): the segmenter's pseudo-masks; pixels the pseudo-mask marks 255
+  (ignore) count as background, since nothing was claimed there;
+- prediction (test_scenes): the ResUNet trained on the pseudo-masks, stitched test scenes at
+  their original size;
+- supervised_reference (test_scenes): the same ResUNet, schedule and seed trained on the true
+  masks, measured by the same code as prediction;
+plus weak_to_full_ratio = prediction IoU / supervised_reference IoU, pooled and per source.
+
+Train tiles overlap, so the train-scene stages count each scene pixel once: every pixel belongs
+to one owning tile (nearest valid-window centre, see `imagery.tiling.owned_masks`) and each tile is
+measured on its owned pixels only. Pixels outside the scene (tile padding) are never measured.
+Ground truth comes from `tile_masks`; its 255 pixels (padding, nodata, ignore) are left out.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,13 +30,22 @@ from matplotlib.figure import Figure
 
 from wsss_project.evaluation.metrics import ConfusionAccumulator
 from wsss_project.imagery.labels import IGNORE_INDEX
-from wsss_project.imagery.tiling import TileWindow, stitch_mean
+from wsss_project.imagery.tiling import TileWindow, mark_outside_scene, owned_masks, stitch_mean
 from wsss_project.reporting.figures import sample_panels, stage_comparison
 from wsss_project.tile_data import Partitions, cam_key, load_partition, tile_rows, tiles_of_split
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("cam_threshold", "pseudo_labels", "prediction")
+TRAIN_SCOPE, TEST_SCOPE = "train_scenes", "test_scenes"
+STAGE_SCOPES = {
+    "cam_threshold": TRAIN_SCOPE,
+    "pseudo_labels": TRAIN_SCOPE,
+    "prediction": TEST_SCOPE,
+    "supervised_reference": TEST_SCOPE,
+}
+STAGES = tuple(STAGE_SCOPES)
+RATIO_KEY = "weak_to_full_ratio"
+RATIO_METRIC = "iou"
 MLFLOW_METRICS = ("oa", "precision", "recall", "f1", "iou", "miou")
 
 
@@ -49,8 +68,10 @@ def decode_prediction(prediction: np.ndarray, n_classes: int) -> np.ndarray:
     return prediction
 
 
-def _summarise(pooled: ConfusionAccumulator, by_source: dict[str, ConfusionAccumulator], names: list[str]) -> dict:
-    result = pooled.metrics(names)
+def _summarise(
+    pooled: ConfusionAccumulator, by_source: dict[str, ConfusionAccumulator], names: list[str], stage: str
+) -> dict:
+    result = {"scope": STAGE_SCOPES[stage], **pooled.metrics(names)}
     result["per_source"] = {source: acc.metrics(names) for source, acc in sorted(by_source.items())}
     return result
 
@@ -64,37 +85,70 @@ def _accumulators(classes: list[str]) -> tuple[ConfusionAccumulator, dict[str, C
     return ConfusionAccumulator(n, IGNORE_INDEX), defaultdict(lambda: ConfusionAccumulator(n, IGNORE_INDEX))
 
 
+def tile_window(tile: dict[str, Any]) -> TileWindow:
+    """The valid window of a tile_index row in its scene."""
+    return TileWindow(int(tile["row"]), int(tile["col"]), int(tile["height"]), int(tile["width"]))
+
+
+def owned_train_tiles(tile_index: pd.DataFrame) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+    """(tile row, owned pixels) of every train tile, scene by scene: each scene pixel is owned once.
+
+    The owned mask is bool over the tile's valid (height, width); ties between tiles go to the
+    smaller (row, col). The scene size is the extent of its tiles, which cover it.
+    """
+    train = tiles_of_split(tile_index, "train")
+    for _, scene_tiles in train.groupby("scene_id", sort=True):
+        rows = tile_rows(scene_tiles.sort_values(["row", "col"]))
+        windows = [tile_window(tile) for tile in rows]
+        height = max(w.row + w.height for w in windows)
+        width = max(w.col + w.width for w in windows)
+        yield from zip(rows, owned_masks(windows, height, width), strict=True)
+
+
+def _update_owned(
+    accumulators: list[ConfusionAccumulator], pred: np.ndarray, target: np.ndarray, window: TileWindow,
+    owned: np.ndarray,
+) -> None:
+    """Add the owned pixels of one tile (inside its valid window) to every accumulator."""
+    pred = pred[: window.height, : window.width][owned]
+    target = target[: window.height, : window.width][owned]
+    for accumulator in accumulators:
+        accumulator.update(pred, target)
+
+
 def evaluate_cam_threshold(
     cams: Partitions, tile_masks: Partitions, tile_index: pd.DataFrame, prompt_generation: dict, classes: list[str]
 ) -> dict[str, Any]:
-    """Metrics of CAM > T on every train tile."""
+    """Metrics of CAM > T over the train scenes, each scene pixel counted once."""
     threshold = int(prompt_generation["threshold"])
     pooled, by_source = _accumulators(classes)
-    for tile in tile_rows(tiles_of_split(tile_index, "train")):
+    for tile, owned in owned_train_tiles(tile_index):
         labels = np.array([int(tile[name]) for name in classes])
         heatmaps = np.stack([load_partition(cams, cam_key(name, tile["tile_id"]), "cams") for name in classes])
-        pred = cam_threshold_mask(heatmaps, labels, threshold)
+        window = tile_window(tile)
+        pred = mark_outside_scene(cam_threshold_mask(heatmaps, labels, threshold), window, IGNORE_INDEX)
         target = load_partition(tile_masks, tile["tile_id"], "tile_masks")
-        pooled.update(pred, target)
-        by_source[tile["source"]].update(pred, target)
-    result = _summarise(pooled, by_source, _class_names(classes))
-    logger.info("cam_threshold (T=%d): F1 %.3f IoU %.3f", threshold, result["f1"], result["iou"])
+        _update_owned([pooled, by_source[tile["source"]]], pred, target, window, owned)
+    result = _summarise(pooled, by_source, _class_names(classes), "cam_threshold")
+    logger.info("cam_threshold (T=%d, train scenes): F1 %.3f IoU %.3f", threshold, result["f1"], result["iou"])
     return result
 
 
 def evaluate_pseudo_labels(
     pseudo_masks: Partitions, tile_masks: Partitions, tile_index: pd.DataFrame, classes: list[str]
 ) -> dict[str, Any]:
-    """Metrics of the pseudo-masks on every train tile (ignore counts as background)."""
+    """Metrics of the pseudo-masks over the train scenes, each scene pixel counted once.
+
+    Inside the scene, a pseudo-mask's 255 (ignore) counts as background.
+    """
     pooled, by_source = _accumulators(classes)
-    for tile in tiles_of_split(tile_index, "train").itertuples(index=False):
-        pred = load_partition(pseudo_masks, tile.tile_id, "pseudo_masks").copy()
+    for tile, owned in owned_train_tiles(tile_index):
+        pred = load_partition(pseudo_masks, tile["tile_id"], "pseudo_masks").copy()
         pred[pred == IGNORE_INDEX] = 0
-        target = load_partition(tile_masks, tile.tile_id, "tile_masks")
-        pooled.update(pred, target)
-        by_source[tile.source].update(pred, target)
-    result = _summarise(pooled, by_source, _class_names(classes))
-    logger.info("pseudo_labels: F1 %.3f IoU %.3f", result["f1"], result["iou"])
+        target = load_partition(tile_masks, tile["tile_id"], "tile_masks")
+        _update_owned([pooled, by_source[tile["source"]]], pred, target, tile_window(tile), owned)
+    result = _summarise(pooled, by_source, _class_names(classes), "pseudo_labels")
+    logger.info("pseudo_labels (train scenes): F1 %.3f IoU %.3f", result["f1"], result["iou"])
     return result
 
 
@@ -110,47 +164,116 @@ def scene_ground_truth(tile_masks: Partitions, scene_tiles: pd.DataFrame, height
     return stitched.astype(np.uint8)
 
 
-def evaluate_predictions(
-    predictions: Partitions, tile_masks: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame, classes: list[str]
+def _evaluate_test_scenes(
+    predictions: Partitions, tile_masks: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame,
+    classes: list[str], stage: str, dataset: str,
 ) -> dict[str, Any]:
-    """Metrics of the stitched predictions of every test scene, at original size."""
+    """Metrics of stitched scene predictions of every test scene, at original size."""
     pooled, by_source = _accumulators(classes)
     test_tiles = tiles_of_split(tile_index, "test")
     for scene in scenes[scenes["split"] == "test"].itertuples(index=False):
         target = scene_ground_truth(
             tile_masks, test_tiles[test_tiles["scene_id"] == scene.scene_id], scene.height, scene.width
         )
-        stored = load_partition(predictions, scene.scene_id, "predictions")
+        stored = load_partition(predictions, scene.scene_id, dataset)
         if stored.shape != target.shape:
-            raise ValueError(f"prediction of {scene.scene_id} is {stored.shape}, its scene is {target.shape}")
+            raise ValueError(
+                f"`{dataset}` of {scene.scene_id} is {stored.shape}, its scene is {target.shape}: "
+                "rerun the pipeline that writes it"
+            )
         pred = decode_prediction(stored, len(classes))
         pooled.update(pred, target)
         by_source[scene.source].update(pred, target)
-    result = _summarise(pooled, by_source, _class_names(classes))
-    logger.info("prediction: F1 %.3f IoU %.3f", result["f1"], result["iou"])
+    result = _summarise(pooled, by_source, _class_names(classes), stage)
+    logger.info("%s (test scenes): F1 %.3f IoU %.3f", stage, result["f1"], result["iou"])
     return result
 
 
-def flatten_for_mlflow(stage_metrics: dict[str, dict]) -> dict[str, dict[str, float]]:
-    """`<stage>.<metric>` and `<stage>.<source>.<metric>` entries for kedro-mlflow."""
+def evaluate_predictions(
+    predictions: Partitions, tile_masks: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame, classes: list[str]
+) -> dict[str, Any]:
+    """Metrics of the weakly supervised ResUNet's predictions of the test scenes."""
+    return _evaluate_test_scenes(predictions, tile_masks, tile_index, scenes, classes, "prediction", "predictions")
+
+
+def evaluate_supervised_reference(
+    supervised_predictions: Partitions, tile_masks: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame,
+    classes: list[str],
+) -> dict[str, Any]:
+    """Metrics of the fully supervised reference's predictions of the test scenes (same code as prediction)."""
+    return _evaluate_test_scenes(
+        supervised_predictions, tile_masks, tile_index, scenes, classes, "supervised_reference", "supervised_predictions"
+    )
+
+
+def _ratio_or_none(weak: float, full: float, scope: str) -> float | None:
+    """weak / full, or None (JSON null) with a log line when the reference scores 0."""
+    if full == 0:
+        logger.warning(
+            "%s (%s) is undefined: the supervised reference's IoU is 0, reported as null", RATIO_KEY, scope
+        )
+        return None
+    return float(weak / full)
+
+
+def weak_to_full_ratio(prediction: dict, supervised_reference: dict) -> dict[str, Any]:
+    """prediction IoU / supervised_reference IoU on the test scenes, pooled and per source.
+
+    A ratio whose reference IoU is 0 is None (null in JSON, not logged to MLflow), never NaN.
+    """
+    sources = sorted(set(prediction.get("per_source", {})) & set(supervised_reference.get("per_source", {})))
+    return {
+        "definition": f"prediction.{RATIO_METRIC} / supervised_reference.{RATIO_METRIC}",
+        "value": _ratio_or_none(prediction[RATIO_METRIC], supervised_reference[RATIO_METRIC], "pooled"),
+        "per_source": {
+            source: _ratio_or_none(
+                prediction["per_source"][source][RATIO_METRIC],
+                supervised_reference["per_source"][source][RATIO_METRIC],
+                source,
+            )
+            for source in sources
+        },
+    }
+
+
+def flatten_for_mlflow(report: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """`<stage>.<metric>` and `<stage>.<source>.<metric>` entries for kedro-mlflow, plus
+    `weak_to_full_ratio` and `weak_to_full_ratio.<source>` where defined."""
     flat = {}
-    for stage, result in stage_metrics.items():
+    for stage, result in report.items():
+        if stage == RATIO_KEY:
+            continue
         for key in MLFLOW_METRICS:
             flat[f"{stage}.{key}"] = {"value": float(result[key]), "step": 0}
         for source, sub in result.get("per_source", {}).items():
             for key in MLFLOW_METRICS:
                 flat[f"{stage}.{source}.{key}"] = {"value": float(sub[key]), "step": 0}
+    ratio = report.get(RATIO_KEY)
+    if ratio is not None:
+        if ratio["value"] is not None:
+            flat[RATIO_KEY] = {"value": ratio["value"], "step": 0}
+        for source, value in ratio["per_source"].items():
+            if value is not None:
+                flat[f"{RATIO_KEY}.{source}"] = {"value": value, "step": 0}
     return flat
 
 
 def collect_metrics(
-    cam_threshold: dict, pseudo_labels: dict, prediction: dict
+    cam_threshold: dict, pseudo_labels: dict, prediction: dict, supervised_reference: dict
 ) -> tuple[dict[str, dict], dict[str, dict[str, float]]]:
-    """The `metrics` report {stage: metrics} and its flat MLflow form."""
-    report = {"cam_threshold": cam_threshold, "pseudo_labels": pseudo_labels, "prediction": prediction}
+    """The `metrics` report {stage: metrics, weak_to_full_ratio: ...} and its flat MLflow form."""
+    report = {
+        "cam_threshold": cam_threshold,
+        "pseudo_labels": pseudo_labels,
+        "prediction": prediction,
+        "supervised_reference": supervised_reference,
+    }
     for stage in STAGES:
-        logger.info("%-14s OA %.4f  P %.4f  R %.4f  F1 %.4f  IoU %.4f", stage,
+        logger.info("%-20s %-12s OA %.4f  P %.4f  R %.4f  F1 %.4f  IoU %.4f", stage, STAGE_SCOPES[stage],
                     *(report[stage][k] for k in ("oa", "precision", "recall", "f1", "iou")))
+    report[RATIO_KEY] = weak_to_full_ratio(prediction, supervised_reference)
+    ratio = report[RATIO_KEY]["value"]
+    logger.info("%s (%s): %s", RATIO_KEY, report[RATIO_KEY]["definition"], "null" if ratio is None else f"{ratio:.4f}")
     return report, flatten_for_mlflow(report)
 
 

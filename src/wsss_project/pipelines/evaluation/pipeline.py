@@ -1,4 +1,5 @@
-"""evaluation pipeline."""
+"""evaluation pipeline: train-scene stages (CAM > T, pseudo-labels), test-scene stages (prediction,
+supervised reference), their weak-to-full ratio, and the report figures."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
@@ -7,6 +8,7 @@ from .nodes import (
     evaluate_cam_threshold,
     evaluate_predictions,
     evaluate_pseudo_labels,
+    evaluate_supervised_reference,
     plot_sample_panels,
     plot_stage_comparison,
 )
@@ -34,8 +36,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="evaluate_predictions",
             ),
             node(
+                evaluate_supervised_reference,
+                ["supervised_predictions", "tile_masks", "tile_index", "scenes", "params:classes"],
+                "supervised_reference_metrics",
+                name="evaluate_supervised_reference",
+            ),
+            node(
                 collect_metrics,
-                ["cam_threshold_metrics", "pseudo_label_metrics", "prediction_metrics"],
+                ["cam_threshold_metrics", "pseudo_label_metrics", "prediction_metrics", "supervised_reference_metrics"],
                 ["metrics", "metrics_mlflow"],
                 name="collect_metrics",
             ),

@@ -4,7 +4,8 @@ Pseudo-mask values: 0 = background, k = class k, 255 = ignore. A tile labelled n
 every class is all background (the image-level label says so). A class that is positive but got
 no prompt (its CAM never exceeds T) makes the whole tile 255 — we know it is there but not where,
 so the segmentation model must not learn "background" from it. `unprompted_positive: background`
-switches that off.
+switches that off. Pixels outside the scene (the reflected padding of border tiles, past the tile's
+valid `height` and `width`) are always 255: padding is not supervision.
 
 Masks are produced lazily: each is computed when Kedro saves it, so one tile (and one
 embedding) is in memory at a time whatever the tile count.
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from wsss_project.imagery.labels import IGNORE_INDEX
+from wsss_project.imagery.tiling import TileWindow, mark_outside_scene
 from wsss_project.segmenters.base import ImageState, PromptableSegmenter, prompts_for_mode
 from wsss_project.segmenters.cache import EmbeddingCache, checkpoint_fingerprint
 from wsss_project.segmenters.factory import build_segmenter
@@ -83,9 +85,13 @@ class TileLabeler:
         return self.cache.get_or_compute(image, self.segmenter.embed)
 
     def label(
-        self, tile_id: str, image: np.ndarray, positive: list[tuple[int, np.ndarray]], total: int
+        self, tile_id: str, image: np.ndarray, positive: list[tuple[int, np.ndarray]], total: int,
+        valid_size: tuple[int, int],
     ) -> np.ndarray:
-        """Pseudo-mask of one tile; positive = (class_id, CAM heatmap) of its positive classes."""
+        """Pseudo-mask of one tile; positive = (class_id, CAM heatmap) of its positive classes.
+
+        valid_size: the tile's (height, width) inside its scene (tile_index row); the rest is 255.
+        """
         height, width = image.shape[:2]
         results, unprompted, state = [], False, None
         for class_id, heatmap in positive:
@@ -106,7 +112,7 @@ class TileLabeler:
         if unprompted and self.unprompted == "ignore":
             mask[:] = IGNORE_INDEX
         self._progress(total)
-        return mask
+        return mark_outside_scene(mask, TileWindow(0, 0, *valid_size), IGNORE_INDEX)
 
     def _progress(self, total: int) -> None:
         self.done += 1
@@ -116,13 +122,13 @@ class TileLabeler:
             logger.info("Labelled %d/%d tiles (%.1f tiles/s%s)", self.done, total, rate, cache)
 
     def for_tile(self, tile_id: str, tiles: Partitions, cams: Partitions, classes: list[str],
-                 positive_ids: list[int], total: int) -> Callable[[], np.ndarray]:
+                 positive_ids: list[int], total: int, valid_size: tuple[int, int]) -> Callable[[], np.ndarray]:
         """A loader that labels `tile_id` when called (lazy partition)."""
 
         def compute() -> np.ndarray:
             image = load_partition(tiles, tile_id, "tiles")
             positive = [(k, load_partition(cams, cam_key(classes[k - 1], tile_id), "cams")) for k in positive_ids]
-            return self.label(tile_id, image, positive, total)
+            return self.label(tile_id, image, positive, total, valid_size)
 
         return compute
 
@@ -170,7 +176,10 @@ def label_tiles(
     tiles: Partitions, cams: Partitions, prompts: pd.DataFrame, tile_index: pd.DataFrame,
     sam_labeling: dict, prompt_generation: dict, classes: list[str], device: str,
 ) -> dict[str, Callable[[], np.ndarray]]:
-    """A pseudo-mask for every tile of the prompted splits (computed lazily at save time)."""
+    """A pseudo-mask for every tile of the prompted splits (computed lazily at save time).
+
+    Each mask is 255 past its tile's valid `height` and `width` (the padding outside the scene).
+    """
     params = resolve_segmenter_params(sam_labeling, int(prompt_generation["threshold"]))
     segmenter = shared_segmenter(params, device)
     labeler = TileLabeler(
@@ -180,7 +189,8 @@ def label_tiles(
     logger.info("Labelling %d tiles with %s, prompt mode %s", len(selected), segmenter.name, params["prompt_mode"])
     return {
         tile["tile_id"]: labeler.for_tile(
-            tile["tile_id"], tiles, cams, classes, positive_class_ids(tile, classes), len(selected)
+            tile["tile_id"], tiles, cams, classes, positive_class_ids(tile, classes), len(selected),
+            (int(tile["height"]), int(tile["width"])),
         )
         for tile in tile_rows(selected)
     }

@@ -1,4 +1,5 @@
-"""Nodes of segmentation_training: train ResUNet on pseudo-masks; predict and stitch test scenes."""
+"""Nodes of segmentation_training: train ResUNet on tile masks (the pseudo-masks here; the true masks in
+supervised_reference); predict and stitch test scenes."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import time
 import numpy as np
 import pandas as pd
 
-from wsss_project.imagery.tiling import TileWindow, stitch_mean
+from wsss_project.imagery.labels import IGNORE_INDEX
+from wsss_project.imagery.tiling import TileWindow, mark_outside_scene, stitch_mean
 from wsss_project.learning.segmentation_training import (
     build_resunet,
     predict_probabilities,
     train_resunet,
 )
 from wsss_project.pipelines.training_records import history_outputs
-from wsss_project.tile_data import Partitions, stack_tiles, tiles_of_split
+from wsss_project.tile_data import Partitions, stack_tiles, tile_rows, tiles_of_split
 from wsss_project.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -23,21 +25,40 @@ logger = logging.getLogger(__name__)
 BINARY_FOREGROUND_VALUE = 255  # binary predictions are stored 0/255 so that they are visible
 
 
+def ignore_outside_scene(masks: np.ndarray, tiles: pd.DataFrame) -> np.ndarray:
+    """The (N, H, W) tile masks with every pixel past each tile's valid height and width set to 255.
+
+    tiles: the tile_index rows of the masks, in the same order. Padding is not supervision.
+    """
+    return np.stack([
+        mark_outside_scene(mask, TileWindow(0, 0, int(tile["height"]), int(tile["width"])), IGNORE_INDEX)
+        for mask, tile in zip(masks, tile_rows(tiles), strict=True)
+    ])
+
+
 def train_segmentation_model(
-    tiles: Partitions, pseudo_masks: Partitions, tile_index: pd.DataFrame,
+    tiles: Partitions, masks: Partitions, tile_index: pd.DataFrame,
     segmentation_training: dict, classes: list[str], seed: int, device: str,
+    masks_dataset: str = "pseudo_masks", history_prefix: str = "segmentation_training",
 ) -> tuple[dict, pd.DataFrame, dict]:
-    """Train ResUNet on the train tiles' pseudo-masks (255 = ignore); ground truth is never read."""
-    tile_ids = tiles_of_split(tile_index, "train")["tile_id"].tolist()
+    """Train ResUNet on the train tiles' `masks` (255 = ignore, and so is every pixel outside the scene).
+
+    segmentation_training passes the pseudo-masks (ground truth is never read there);
+    supervised_reference passes the true `tile_masks`. masks_dataset names them in logs and
+    errors; history_prefix prefixes the MLflow training curves.
+    """
+    train = tiles_of_split(tile_index, "train")
+    tile_ids = train["tile_id"].tolist()
     images = stack_tiles(tiles, tile_ids)
-    masks = stack_tiles(pseudo_masks, tile_ids, "pseudo_masks")
+    labels = ignore_outside_scene(stack_tiles(masks, tile_ids, masks_dataset), train)
     logger.info(
-        "Training ResUNet on %d pseudo-labelled tiles (%.1f%% foreground, %.1f%% ignored)",
-        len(tile_ids), 100 * np.mean((masks > 0) & (masks < 255)), 100 * np.mean(masks == 255),
+        "Training ResUNet on the `%s` of %d train tiles (%.1f%% foreground, %.1f%% ignored)",
+        masks_dataset, len(tile_ids), 100 * np.mean((labels > 0) & (labels < IGNORE_INDEX)),
+        100 * np.mean(labels == IGNORE_INDEX),
     )
     params = {**segmentation_training, "seed": seed}
-    model, history = train_resunet(images, masks, len(classes) + 1, params, resolve_device(device))
-    table, curves = history_outputs(history, "segmentation_training")
+    model, history = train_resunet(images, labels, len(classes) + 1, params, resolve_device(device))
+    table, curves = history_outputs(history, history_prefix)
     return {k: v.cpu() for k, v in model.state_dict().items()}, table, curves
 
 

@@ -1,0 +1,78 @@
+import numpy as np
+import pandas as pd
+import torch
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from toy_tiles import toy_tiles
+
+from wsss_project.pipeline_registry import register_pipelines
+from wsss_project.pipelines.segmentation_training import create_pipeline as segmentation_pipeline
+from wsss_project.pipelines.supervised_reference import create_pipeline as supervised_pipeline
+from wsss_project.pipelines.supervised_reference.nodes import HISTORY_PREFIX
+
+SEGMENTATION = {
+    "base_width": 4, "depth": 2, "epochs": 1, "batch_size": 2, "optimizer": "adamw", "lr": 1e-3,
+    "weight_decay": 1e-4, "dice_weight": 0.5, "augment": True, "crop_size": 32,
+    "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "tta_flips": False,
+    "inference_batch_size": 2,
+}
+
+
+def _toy_run_inputs():
+    """Four train tiles and one 64x100 test scene (two tiles, the second a padded border tile)."""
+    tiles, masks, _, index = toy_tiles(4)
+    tiles["test0__0_0"], tiles["test0__0_64"] = tiles["scene1__0_0"], tiles["scene0__0_0"]
+    masks["test0__0_0"], masks["test0__0_64"] = masks["scene1__0_0"], masks["scene0__0_0"]
+    test_rows = [{**index.iloc[0].to_dict(), "tile_id": f"test0__0_{c}", "scene_id": "test0", "col": c,
+                  "width": w, "split": "test"} for c, w in ((0, 64), (64, 36))]
+    index = pd.concat([index, pd.DataFrame(test_rows)], ignore_index=True)
+    scenes = pd.DataFrame({"scene_id": ["test0"], "source": ["toy"], "height": [64], "width": [100], "split": ["test"]})
+    return {
+        "tiles": tiles, "tile_masks": masks, "tile_index": index, "scenes": scenes,
+        "params:segmentation_training": SEGMENTATION, "params:classes": ["landslide"], "params:seed": 7,
+        "params:device": "cpu",
+    }
+
+
+class KeptDataset(MemoryDataset):
+    """A MemoryDataset the runner cannot release, so intermediate outputs can be inspected."""
+
+    def _release(self) -> None:
+        pass
+
+
+def _run(pipe, inputs):
+    catalog = DataCatalog({name: MemoryDataset(value) for name, value in inputs.items()})
+    for name in pipe.all_outputs():
+        catalog[name] = KeptDataset()
+    SequentialRunner().run(pipe, catalog)
+    return catalog
+
+
+def test_supervised_reference_is_the_segmentation_model_trained_on_the_true_masks():
+    inputs = _toy_run_inputs()
+    reference = _run(supervised_pipeline(), inputs)
+    # The same nodes, parameters and seed fed the true masks as "pseudo-masks" give the same model.
+    weak = _run(segmentation_pipeline(), {**inputs, "pseudo_masks": inputs["tile_masks"]})
+    ours, theirs = reference.load("supervised_model"), weak.load("segmentation_model")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    predictions = reference.load("supervised_predictions")
+    assert set(predictions) == {"test0"} and predictions["test0"].shape == (64, 100)
+    assert set(np.unique(predictions["test0"])) <= {0, 255}
+    curves = reference.load("supervised_training_curves")
+    assert curves and all(name.startswith(f"{HISTORY_PREFIX}.") for name in curves)
+
+
+def test_supervised_reference_reads_tile_masks_and_never_pseudo_masks():
+    pipe = supervised_pipeline()
+    assert "tile_masks" in pipe.inputs() and "pseudo_masks" not in pipe.all_inputs()
+    assert {"supervised_model", "supervised_predictions"} <= pipe.all_outputs()
+
+
+def test_default_pipeline_trains_and_evaluates_the_supervised_reference():
+    pipelines = register_pipelines()
+    default = {n.name for n in pipelines["__default__"].nodes}
+    assert {"train_supervised_reference", "predict_supervised_scenes", "evaluate_supervised_reference"} <= default
+    assert set(pipelines["supervised_reference"].nodes) <= set(pipelines["__default__"].nodes)
+    # Nothing else in the default run is left dangling: the reference's predictions are consumed.
+    assert "supervised_predictions" not in pipelines["__default__"].outputs()
