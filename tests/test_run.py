@@ -16,7 +16,7 @@ from wsss_project.datasets.png_array import read_png
 # Small enough to run the whole default pipeline in well under a minute on 2 CPU cores.
 TINY_PARAMS = {
     "data": {"synthetic": {"n_scenes": 4, "height": 256, "width": 320}, "tile_size": 128},
-    "localization": {"epochs": 2, "base_width": 8, "batch_size": 8},
+    "localization": {"mil": {"steps": 20, "batch_size": 4, "warmup_steps": 2, "log_every": 10}},
     "segmentation_training": {"epochs": 1, "base_width": 8, "crop_size": 64, "batch_size": 4},
 }
 
@@ -58,7 +58,8 @@ def test_default_pipeline_end_to_end(project_copy):
     # scene pixel counted once (owned by the tile whose valid centre is nearest, ties to the first).
     train_tiles = index[index.split == "train"]
     pseudo = lambda t: read_png(data / "04_feature" / "pseudo_masks" / f"{t.tile_id}.png") == 1  # noqa: E731
-    cam = lambda t: t.landslide == 1 and read_png(data / "03_primary" / "cams" / "landslide" / f"{t.tile_id}.png") > 120  # noqa: E731
+    threshold = json.loads((data / "03_primary" / "prompt_generation_resolved.json").read_text())["threshold"]
+    cam = lambda t: t.landslide == 1 and read_png(data / "03_primary" / "cams" / "landslide" / f"{t.tile_id}.png") > threshold  # noqa: E731
     for stage, claims in (("pseudo_labels", pseudo), ("cam_threshold", cam)):
         tp, fp, fn, pixels = _once_per_scene_pixel(data, train_tiles, scenes, claims)
         assert metrics[stage]["pixels"] == pixels
@@ -97,7 +98,9 @@ def test_default_pipeline_end_to_end(project_copy):
     runs = mlflow.search_runs(experiment_names=["wsss_project"])
     assert len(runs) == 1
     run = runs.iloc[0]
-    assert run["params.prompt_generation.threshold"] == "120"
+    # T was chosen without masks (threshold: auto) and the run records the value it used.
+    assert run["params.prompt_generation.threshold"] == "auto"
+    assert run["metrics.prompt_generation.threshold"] == threshold
     assert (run["tags.segmenter"], run["tags.dataset"], run["tags.prompt_mode"]) == ("grabcut", "synthetic", "point_box")
     for stage in STAGES:
         assert run[f"metrics.{stage}.iou"] == pytest_approx(metrics[stage]["iou"])

@@ -146,7 +146,7 @@ def test_threshold_curve_marks_best_threshold(tmp_path, with_prompts, n_axes):
     figure = threshold_curve(_sweep(with_prompts))
     assert len(figure.axes) == n_axes
     legend = [text.get_text() for text in figure.legends[0].get_texts()]
-    assert any("best T = 120" in label for label in legend)
+    assert any("oracle_best_T = 120" in label for label in legend)
     assert ("prompts" in legend) == with_prompts
     _assert_saves(figure, tmp_path, f"threshold_{n_axes}")
 

@@ -89,8 +89,12 @@ def valid_masks(valid_sizes: np.ndarray, height: int, width: int) -> torch.Tenso
 
 
 def _rescale(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """Resize images by `scale` (area averaging when shrinking: no aliasing)."""
-    return x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="area")
+    """Resize images by `scale` (area averaging when shrinking: no aliasing), channels-last.
+
+    Channels-last makes the narrow 3x3 convolutions of the scorer about 1.5x faster on a CPU.
+    """
+    x = x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="area")
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _rescale_valid(valid: torch.Tensor, scale: float) -> torch.Tensor:
@@ -136,7 +140,7 @@ def train_pixel_mil(
 
     seed_everything(int(params["seed"]))
     generator = torch.Generator().manual_seed(int(params["seed"]))
-    model = build_pixel_mil(labels.shape[1], mil).to(device)
+    model = build_pixel_mil(labels.shape[1], mil).to(device, memory_format=torch.channels_last)
     pos_weight = _pos_weight(labels, mil["pos_weight"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(mil["lr"]), weight_decay=float(mil["weight_decay"]))
     steps, warmup, batch = int(mil["steps"]), int(mil["warmup_steps"]), int(mil["batch_size"])

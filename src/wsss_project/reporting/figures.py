@@ -226,7 +226,7 @@ def threshold_curve(
     best_by: str = "iou",
     as_percent: bool = True,
 ) -> Figure:
-    """APSAM Fig. 5: IoU and F1 against the threshold T, best T marked.
+    """APSAM Fig. 5: IoU and F1 against the threshold T, the oracle best T (chosen with masks) marked.
 
     ``table`` has columns T, iou, f1 and optionally n_prompts, drawn on a second y-axis.
     """
@@ -250,7 +250,7 @@ def threshold_curve(
         s=POINT_SIZE,
         c="red",
         zorder=3,
-        label=f"best T = {best['T']:g} ({METRIC_LABELS.get(best_by, best_by)})",
+        label=f"oracle_best_T = {best['T']:g} (best {METRIC_LABELS.get(best_by, best_by)} against masks)",
     )
     ax.set_xlabel("threshold T")
     ax.set_ylabel("%" if as_percent else "score")

@@ -15,7 +15,7 @@ def test_registered_sweep_has_a_namespace_per_t_of_the_paper():
     assert {f"threshold_sweep.t{t:03d}" for t in SWEEP_THRESHOLDS} <= namespaces
     assert {"prompt_ablation.point_box", "prompt_ablation.box", "prompt_ablation.point"} <= namespaces
     # Shared inputs stay shared: no namespace gets its own copy of tiles or CAMs.
-    assert {"tiles", "cams", "tile_index", "tile_masks"} <= sweep.inputs()
+    assert {"tiles", "cams", "tile_index", "tile_masks", "prompt_generation_resolved"} <= sweep.inputs()
     # One namespace can run alone.
     assert len(sweep.only_nodes_with_namespaces(["threshold_sweep.t120"]).nodes) > 0
 
@@ -26,7 +26,7 @@ def _run(pipe):
         "tiles": MemoryDataset(tiles), "cams": MemoryDataset(cams), "tile_index": MemoryDataset(index),
         "tile_masks": MemoryDataset(masks), "params:classes": MemoryDataset(["landslide"]),
         "params:device": MemoryDataset("cpu"), "params:sam_labeling": MemoryDataset(SAM_LABELING),
-        "params:prompt_generation": MemoryDataset(PROMPT_GENERATION),
+        "prompt_generation_resolved": MemoryDataset(PROMPT_GENERATION),
     })
     outputs = SequentialRunner().run(pipe, catalog)
     return {name: ds.load() for name, ds in outputs.items()}
@@ -41,8 +41,9 @@ def test_sweep_gathers_one_row_per_threshold():
     assert table["iou"].iloc[1] > 0.8
     # At T=255 every positive tile is unprompted (all ignore): all counted empty; negatives never are.
     assert table["n_empty_tiles"].tolist()[-1] == 2 and table["n_empty_tiles"].tolist()[1] == 0
-    best = out["threshold_sweep_mlflow"]["threshold_sweep.best_T"]["value"]
-    assert best == table.loc[table["iou"].idxmax(), "T"]
+    best = out["threshold_sweep_mlflow"]["threshold_sweep.oracle_best_T"]["value"]
+    assert best == table.loc[table["iou"].idxmax(), "T"] == table["oracle_best_T"].iloc[0]
+    assert not any("best" in key and "oracle" not in key for key in out["threshold_sweep_mlflow"])
 
 
 def test_prompt_ablation_has_three_modes_at_the_configured_t():

@@ -19,7 +19,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 evaluate_cam_threshold,
-                ["cams", "tile_masks", "tile_index", "params:prompt_generation", "params:classes"],
+                ["cams", "tile_masks", "tile_index", "prompt_generation_resolved", "params:classes"],
                 "cam_threshold_metrics",
                 name="evaluate_cam_threshold",
             ),

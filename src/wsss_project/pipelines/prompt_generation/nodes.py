@@ -1,12 +1,14 @@
-"""Nodes of prompt_generation (APSAM Algorithm 1)."""
+"""Nodes of prompt_generation (APSAM Algorithm 1), with T chosen from image-level labels when `auto`."""
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 
 from wsss_project.geometry.prompts import adaptive_prompts, prompts_table
+from wsss_project.geometry.thresholds import N_LEVELS, choose_threshold, heatmap_histogram
 from wsss_project.tile_data import (
     Partitions,
     cam_key,
@@ -17,6 +19,46 @@ from wsss_project.tile_data import (
 )
 
 logger = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+
+def _heatmap_histograms(
+    cams: Partitions, tiles: pd.DataFrame, classes: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Histograms of heatmap values over the scene part of positive and of negative (tile, class) pairs."""
+    positive, negative = np.zeros(N_LEVELS, np.int64), np.zeros(N_LEVELS, np.int64)
+    for tile in tile_rows(tiles):
+        positives = positive_class_ids(tile, classes)
+        for class_id, name in enumerate(classes, start=1):
+            heatmap = load_partition(cams, cam_key(name, tile["tile_id"]), "cams")
+            hist = heatmap_histogram(heatmap[: tile["height"], : tile["width"]])
+            if class_id in positives:
+                positive += hist
+            else:
+                negative += hist
+    return positive, negative
+
+
+def resolve_prompt_generation(
+    cams: Partitions, tile_index: pd.DataFrame, prompt_generation: dict, classes: list[str]
+) -> tuple[dict, dict]:
+    """The prompt_generation settings with a numeric T, and T as an MLflow metric.
+
+    `threshold: auto` chooses T on the train tiles by `auto_threshold.rule` from their heatmaps and
+    image-level labels only (geometry/thresholds.py); a number is used as given.
+    """
+    threshold = prompt_generation["threshold"]
+    if threshold == AUTO:
+        rule = prompt_generation["auto_threshold"]
+        positive, negative = _heatmap_histograms(cams, tiles_of_split(tile_index, "train"), classes)
+        threshold = choose_threshold(positive, negative, rule["rule"], float(rule["negative_quantile"]),
+                                     int(rule["fixed_threshold"]))
+        logger.info("T = %d chosen by rule %s from heatmaps and image-level labels (no masks)", threshold, rule["rule"])
+    elif isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= N_LEVELS - 1:
+        raise ValueError(f"parameter `prompt_generation.threshold` must be 'auto' or a number in 0..255, got {threshold!r}")
+    resolved = {**prompt_generation, "threshold": int(threshold)}
+    return resolved, {"prompt_generation.threshold": {"value": float(threshold), "step": 0}}
 
 
 def generate_prompts(

@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 label_tiles,
                 ["tiles", "cams", "prompts", "tile_index", "params:sam_labeling",
-                 "params:prompt_generation", "params:classes", "params:device"],
+                 "prompt_generation_resolved", "params:classes", "params:device"],
                 "pseudo_masks",
                 name="label_tiles",
             )

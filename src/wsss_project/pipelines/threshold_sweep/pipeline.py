@@ -2,7 +2,8 @@
 prompt_generation -> sam_labeling -> evaluation nodes, and a gather node.
 
 The T values live here, not in parameters, because Kedro builds pipelines before it reads
-configuration. Every namespace shares tiles, CAMs, masks and the segmenter parameters; SAM image
+configuration. The ablation runs at the run's resolved T (`prompt_generation_resolved`: chosen
+by `threshold: auto` or given). Every namespace shares tiles, CAMs, masks and the segmenter parameters; SAM image
 embeddings are cached on disk, so only the first namespace pays for them.
 """
 
@@ -28,8 +29,8 @@ from .nodes import (
 
 SWEEP_THRESHOLDS = tuple(range(50, 171, 10))  # APSAM Fig. 5: T = 50..170, step 10
 PROMPT_MODES = ("point_box", "box", "point")  # APSAM Table II
-SHARED_INPUTS = {"tiles", "cams", "tile_index", "tile_masks"}
-SHARED_PARAMS = {"params:classes", "params:device", "params:sam_labeling", "params:prompt_generation"}
+SHARED_INPUTS = {"tiles", "cams", "tile_index", "tile_masks", "prompt_generation_resolved"}
+SHARED_PARAMS = {"params:classes", "params:device", "params:sam_labeling"}
 
 
 def _bound(function, **kwargs):
@@ -55,7 +56,8 @@ def _labelling_and_evaluation(pg_params: str, sl_params: str) -> list:
 def _sweep_namespace(threshold: int) -> Pipeline:
     body = pipeline(
         [
-            node(_bound(with_threshold, threshold=threshold), "params:prompt_generation", "pg_params", name="set_threshold"),
+            node(_bound(with_threshold, threshold=threshold), "prompt_generation_resolved", "pg_params",
+                 name="set_threshold"),
             *_labelling_and_evaluation("pg_params", "params:sam_labeling"),
             node(evaluate_cam_threshold, ["cams", "tile_masks", "tile_index", "pg_params", "params:classes"],
                  "cam_threshold_metrics", name="evaluate_cam_threshold"),
@@ -86,8 +88,8 @@ def _ablation_namespace(mode: str) -> Pipeline:
     body = pipeline(
         [
             node(_bound(with_prompt_mode, prompt_mode=mode), "params:sam_labeling", "sl_params", name="set_prompt_mode"),
-            *_labelling_and_evaluation("params:prompt_generation", "sl_params"),
-            node(_bound(ablation_row, prompt_mode=mode), ["params:prompt_generation", "pseudo_label_metrics"],
+            *_labelling_and_evaluation("prompt_generation_resolved", "sl_params"),
+            node(_bound(ablation_row, prompt_mode=mode), ["prompt_generation_resolved", "pseudo_label_metrics"],
                  "row", name="ablation_row"),
         ]
     )
