@@ -16,7 +16,7 @@ from wsss_project.datasets.png_array import read_png
 # Small enough to run the whole default pipeline in well under a minute on 2 CPU cores.
 TINY_PARAMS = {
     "data": {"synthetic": {"n_scenes": 4, "height": 256, "width": 320}, "tile_size": 128},
-    "localization": {"mil": {"steps": 20, "batch_size": 4, "warmup_steps": 2, "log_every": 10}},
+    "localization": {"mil": {"steps": 20, "batch_size": 4, "warmup_fraction": 0.1, "log_every": 10}},
     "segmentation_training": {"epochs": 1, "base_width": 8, "crop_size": 64, "batch_size": 4},
 }
 

@@ -8,7 +8,7 @@ from wsss_project.learning.localizers import MilLocalizer
 from wsss_project.learning.mil_training import lr_factor, train_pixel_mil, valid_masks
 
 MIL = {"width": 8, "n_layers": 3, "input_scale": 1.0, "pooling": "topk", "topk_fraction": 0.1, "lse_r": 5.0,
-       "steps": 80, "batch_size": 4, "lr": 1e-2, "weight_decay": 0.0, "warmup_steps": 5, "pos_weight": "balanced",
+       "steps": 80, "max_passes": 100, "batch_size": 4, "lr": 1e-2, "weight_decay": 0.0, "warmup_fraction": 0.1, "pos_weight": "balanced",
        "log_every": 20}
 PARAMS = {"seed": 0, "augment": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
           "tta_flips": False, "mil": MIL}
@@ -37,7 +37,7 @@ def test_trained_on_tile_labels_the_heatmap_finds_the_landslides():
 def test_same_seed_same_model_and_heatmap_zero_outside_the_scene():
     images, labels, sizes, _, _ = _data(4)
     sizes = np.array([[64, 64], [64, 40], [30, 64], [64, 64]])
-    params = {**PARAMS, "mil": {**MIL, "steps": 6, "log_every": 3, "warmup_steps": 1}}
+    params = {**PARAMS, "mil": {**MIL, "steps": 6, "log_every": 3, "warmup_fraction": 0.1}}
     runs = [train_pixel_mil(images, labels, sizes, params, torch.device("cpu"))[0] for _ in range(2)]
     heats = [MilLocalizer().heatmaps(m, images, sizes, params, torch.device("cpu")) for m in runs]
     np.testing.assert_array_equal(heats[0], heats[1])
@@ -47,17 +47,25 @@ def test_same_seed_same_model_and_heatmap_zero_outside_the_scene():
 
 def test_half_scale_scores_at_tile_size():
     images, labels, sizes, _, _ = _data(4)
-    params = {**PARAMS, "mil": {**MIL, "steps": 4, "log_every": 2, "warmup_steps": 1, "input_scale": 0.5}}
+    params = {**PARAMS, "mil": {**MIL, "steps": 4, "log_every": 2, "warmup_fraction": 0.1, "input_scale": 0.5}}
     model, _ = train_pixel_mil(images, labels, sizes, params, torch.device("cpu"))
     assert MilLocalizer().heatmaps(model, images, sizes, params, torch.device("cpu")).shape == (4, 1, 64, 64)
 
 
 @pytest.mark.parametrize(("key", "value"), [("pooling", "max"), ("topk_fraction", 0.0), ("input_scale", 2.0),
-                                             ("steps", 0), ("warmup_steps", 80)])
+                                             ("steps", 0), ("warmup_fraction", 1.0),
+                                             ("max_passes", 0)])
 def test_bad_settings_name_the_parameter(key, value):
     images, labels, sizes, _, _ = _data(2)
     with pytest.raises(ValueError, match=f"localization.mil.{key}"):
         train_pixel_mil(images, labels, sizes, {**PARAMS, "mil": {**MIL, key: value}}, torch.device("cpu"))
+
+
+def test_small_tile_sets_stop_after_max_passes():
+    images, labels, sizes, _, _ = _data(8)
+    params = {**PARAMS, "mil": {**MIL, "steps": 50, "max_passes": 2, "log_every": 1}}
+    _, history = train_pixel_mil(images, labels, sizes, params, torch.device("cpu"))
+    assert history[-1]["step"] == 4  # 2 passes over 8 tiles in batches of 4, not 50 steps
 
 
 def test_valid_masks_and_schedule():

@@ -11,8 +11,11 @@ Keys of `localization.mil` read here:
     topk_fraction            topk: share of a tile's valid pixels whose logits are averaged
     lse_r                    lse: sharpness r of the log-sum-exp
     steps, batch_size        optimiser steps and tiles per step
+    max_passes               at most this many passes over the training tiles: a small tile set
+                             stops earlier (the cost of a run follows min(steps, passes x tiles))
     lr, weight_decay         AdamW
-    warmup_steps             linear warm-up, then cosine decay to zero (stable across seeds)
+    warmup_fraction          share of the steps spent on a linear warm-up, then cosine decay to
+                             zero (stable across seeds)
     pos_weight               null | balanced | number: BCE positive weight
     log_every                steps between history records (loss, accuracy, lr, rate)
 Shared `localization` keys: seed, augment, image_mean, image_std, tta_flips.
@@ -48,8 +51,8 @@ logger = logging.getLogger(__name__)
 NAMESPACE = "localization.mil"
 MIL_ARCH_KEYS = ("width", "n_layers", "input_scale")
 MIL_TRAIN_KEYS = (
-    *MIL_ARCH_KEYS, "pooling", "topk_fraction", "lse_r", "steps", "batch_size", "lr", "weight_decay",
-    "warmup_steps", "pos_weight", "log_every",
+    *MIL_ARCH_KEYS, "pooling", "topk_fraction", "lse_r", "steps", "max_passes", "batch_size", "lr",
+    "weight_decay", "warmup_fraction", "pos_weight", "log_every",
 )
 SHARED_TRAIN_KEYS = ("seed", "augment", "image_mean", "image_std")
 SHARED_INFER_KEYS = ("image_mean", "image_std", "tta_flips")
@@ -73,11 +76,17 @@ def check_mil_params(mil: Mapping[str, Any]) -> None:
         raise ValueError(f"parameter `{NAMESPACE}.lse_r` must be positive, got {mil['lse_r']}")
     if not 0.0 < float(mil["input_scale"]) <= 1.0:
         raise ValueError(f"parameter `{NAMESPACE}.input_scale` must be in (0, 1], got {mil['input_scale']}")
-    for key in ("steps", "batch_size", "log_every"):
-        if int(mil[key]) < 1:
+    for key in ("steps", "batch_size", "log_every", "max_passes"):
+        if float(mil[key]) < 1:
             raise ValueError(f"parameter `{NAMESPACE}.{key}` must be >= 1, got {mil[key]}")
-    if not 0 <= int(mil["warmup_steps"]) < int(mil["steps"]):
-        raise ValueError(f"parameter `{NAMESPACE}.warmup_steps` must be in [0, steps), got {mil['warmup_steps']}")
+    if not 0.0 <= float(mil["warmup_fraction"]) < 1.0:
+        raise ValueError(f"parameter `{NAMESPACE}.warmup_fraction` must be in [0, 1), got {mil['warmup_fraction']}")
+
+
+def effective_steps(mil: Mapping[str, Any], n_tiles: int) -> int:
+    """min(steps, ceil(max_passes x n_tiles / batch_size)): small tile sets are not over-trained."""
+    passes_cap = math.ceil(float(mil["max_passes"]) * n_tiles / int(mil["batch_size"]))
+    return max(1, min(int(mil["steps"]), passes_cap))
 
 
 def valid_masks(valid_sizes: np.ndarray, height: int, width: int) -> torch.Tensor:
@@ -105,7 +114,7 @@ def _rescale_valid(valid: torch.Tensor, scale: float) -> torch.Tensor:
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up over `warmup` steps, then cosine decay to zero at `total`."""
-    if step < warmup:
+    if warmup and step < warmup:
         return (step + 1) / warmup
     progress_ = (step - warmup) / max(total - warmup, 1)
     return 0.5 * (1.0 + math.cos(math.pi * progress_))
@@ -143,7 +152,9 @@ def train_pixel_mil(
     model = build_pixel_mil(labels.shape[1], mil).to(device, memory_format=torch.channels_last)
     pos_weight = _pos_weight(labels, mil["pos_weight"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(mil["lr"]), weight_decay=float(mil["weight_decay"]))
-    steps, warmup, batch = int(mil["steps"]), int(mil["warmup_steps"]), int(mil["batch_size"])
+    batch = int(mil["batch_size"])
+    steps = effective_steps(mil, images.shape[0])
+    warmup = int(float(mil["warmup_fraction"]) * steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, steps))
     targets = torch.as_tensor(labels)
     n, h, w = images.shape[:3]

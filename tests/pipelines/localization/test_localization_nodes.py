@@ -12,7 +12,7 @@ LOCALIZATION = {
 
 
 MIL = {"width": 4, "n_layers": 2, "input_scale": 1.0, "pooling": "topk", "topk_fraction": 0.1, "lse_r": 5.0,
-       "steps": 4, "batch_size": 2, "lr": 1e-2, "weight_decay": 0.0, "warmup_steps": 1, "pos_weight": "balanced",
+       "steps": 4, "max_passes": 100, "batch_size": 2, "lr": 1e-2, "weight_decay": 0.0, "warmup_fraction": 0.1, "pos_weight": "balanced",
        "log_every": 2}
 
 
