@@ -11,7 +11,7 @@ import torch
 from wsss_project.learning.cam_training import (
     CAM_ARCH_KEYS,
     CAM_TRAIN_KEYS,
-    _pos_weight,
+    bce_pos_weight,
     build_cam_classifier,
     cams_to_uint8,
     compute_cams,
@@ -140,13 +140,13 @@ def test_cams_to_uint8_normalises_each_map_and_keeps_zero_maps_zero():
     torch.testing.assert_close(out[0, 0], torch.round(255 * up[0, 0] / up.max()).to(torch.uint8))
 
 
-def test_balanced_pos_weight():
+def test_balancedbce_pos_weight():
     labels = np.array([[1, 0], [1, 0], [1, 1], [0, 0]])
-    torch.testing.assert_close(_pos_weight(labels, "balanced"), torch.tensor([1 / 3, 3.0]))
-    assert _pos_weight(labels, None) is None
-    torch.testing.assert_close(_pos_weight(labels, 2), torch.tensor([2.0, 2.0]))
+    torch.testing.assert_close(bce_pos_weight(labels, "balanced"), torch.tensor([1 / 3, 3.0]))
+    assert bce_pos_weight(labels, None) is None
+    torch.testing.assert_close(bce_pos_weight(labels, 2), torch.tensor([2.0, 2.0]))
     with pytest.raises(ValueError, match="pos_weight"):
-        _pos_weight(labels, "auto")
+        bce_pos_weight(labels, "auto")
 
 
 # --------------------------------------------------------------------------- backbones

@@ -54,7 +54,7 @@ def test_half_scale_scores_at_tile_size():
 
 @pytest.mark.parametrize(("key", "value"), [("pooling", "max"), ("topk_fraction", 0.0), ("input_scale", 2.0),
                                              ("steps", 0), ("warmup_fraction", 1.0),
-                                             ("max_passes", 0)])
+                                             ("max_passes", 0), ("pos_weight", "auto")])
 def test_bad_settings_name_the_parameter(key, value):
     images, labels, sizes, _, _ = _data(2)
     with pytest.raises(ValueError, match=f"localization.mil.{key}"):

@@ -205,8 +205,10 @@ def build_cam_classifier(
     )
 
 
-def _pos_weight(labels: np.ndarray, setting: Any) -> torch.Tensor | None:
-    """BCE pos_weight from the `pos_weight` parameter."""
+def bce_pos_weight(
+    labels: np.ndarray, setting: Any, parameter: str = f"{NAMESPACE}.pos_weight"
+) -> torch.Tensor | None:
+    """BCE pos_weight from a `pos_weight` setting; errors name `parameter` (shared with pixel MIL)."""
     if setting is None:
         return None
     if setting == "balanced":
@@ -218,7 +220,7 @@ def _pos_weight(labels: np.ndarray, setting: Any) -> torch.Tensor | None:
     if isinstance(setting, int | float) and not isinstance(setting, bool) and setting > 0:
         return torch.full((labels.shape[1],), float(setting), dtype=torch.float32)
     raise ValueError(
-        f"{NAMESPACE}.pos_weight must be null, 'balanced' or a positive number, got {setting!r}"
+        f"{parameter} must be null, 'balanced' or a positive number, got {setting!r}"
     )
 
 
@@ -246,7 +248,7 @@ def train_cam_classifier(
     seed_everything(int(params["seed"]))
     generator = torch.Generator().manual_seed(int(params["seed"]))
     model = build_cam_classifier(labels.shape[1], params).to(device)
-    pos_weight = _pos_weight(labels, params["pos_weight"])
+    pos_weight = bce_pos_weight(labels, params["pos_weight"])
     criterion = nn.BCEWithLogitsLoss(
         pos_weight=pos_weight.to(device) if pos_weight is not None else None
     )

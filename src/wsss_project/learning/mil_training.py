@@ -34,8 +34,8 @@ import torch
 from torch.nn import functional as F
 
 from wsss_project.learning.cam_training import (
-    _pos_weight,
     apply_per_sample,
+    bce_pos_weight,
     check_images,
     deterministic_mode,
     flip_averaged,
@@ -150,7 +150,7 @@ def train_pixel_mil(
     seed_everything(int(params["seed"]))
     generator = torch.Generator().manual_seed(int(params["seed"]))
     model = build_pixel_mil(labels.shape[1], mil).to(device, memory_format=torch.channels_last)
-    pos_weight = _pos_weight(labels, mil["pos_weight"])
+    pos_weight = bce_pos_weight(labels, mil["pos_weight"], f"{NAMESPACE}.pos_weight")
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(mil["lr"]), weight_decay=float(mil["weight_decay"]))
     batch = int(mil["batch_size"])
     steps = effective_steps(mil, images.shape[0])
