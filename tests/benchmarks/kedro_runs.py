@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
@@ -43,6 +44,11 @@ def run_stages(workdir: Path, stages: list[str], params: dict) -> dict[str, floa
 def latest_json(path: Path) -> dict:
     """The newest version of a versioned JSON dataset."""
     return json.loads((sorted(path.iterdir())[-1] / path.name).read_text())
+
+
+def latest_parquet(path: Path) -> pd.DataFrame:
+    """The newest version of a versioned parquet dataset."""
+    return pd.read_parquet(sorted(path.iterdir())[-1] / path.name)
 
 
 def end_mlflow_run() -> None:

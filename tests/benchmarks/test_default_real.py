@@ -23,7 +23,7 @@ from pathlib import Path
 
 from floors import colour_floors
 from kedro.framework.session import KedroSession
-from kedro_runs import latest_json, make_workdir, run_stages
+from kedro_runs import latest_json, latest_parquet, make_workdir, run_stages
 
 from wsss_project.pipelines.evaluation.nodes import evaluate_pseudo_labels
 from wsss_project.pipelines.prompt_generation.nodes import generate_prompts
@@ -100,9 +100,3 @@ def test_default_run_on_real_landslides(real_data):
     for stage, result in metrics.items():
         if stage != "weak_to_full_ratio":
             assert set(result["per_source"]) == {"bijie", "sichuan"}
-
-
-def latest_parquet(path: Path):
-    import pandas as pd
-
-    return pd.read_parquet(sorted(path.iterdir())[-1] / path.name)
