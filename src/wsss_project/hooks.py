@@ -8,6 +8,8 @@ from typing import Any
 import mlflow
 from kedro.framework.hooks import hook_impl
 
+from wsss_project.segmenters.factory import resolve_segmenter_name
+
 logger = logging.getLogger(__name__)
 
 
@@ -17,7 +19,7 @@ def run_tags(params: dict[str, Any], pipeline_name: str | None) -> dict[str, str
     labeling = params.get("sam_labeling", {})
     segmenter = labeling.get("segmenter", "")
     if segmenter == "auto":
-        segmenter = "sam" if (labeling.get("sam") or {}).get("checkpoint") else "grabcut"
+        segmenter = resolve_segmenter_name(labeling)
     dataset = data.get("source", "")
     if dataset == "folder":
         dataset = str((data.get("folder") or {}).get("images_dir"))

@@ -1,4 +1,7 @@
-"""Shared access to the per-tile datasets of the contracts (keys, partitions, splits)."""
+"""Shared access to the per-tile datasets of the contracts (partitions, splits, label columns).
+
+The contracts themselves (tile id, CAM key, splits, ignore value) live in `contracts.py`.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# cam_key is re-exported: pipelines that load CAMs import it with the other tile helpers
+from wsss_project.contracts import SPLITS, cam_key  # noqa: F401
+
 Partitions = Mapping[str, Any]  # PartitionedDataset: key -> loader callable (or an array in memory)
-
-
-def cam_key(class_name: str, tile_id: str) -> str:
-    """Partition key of one class's CAM heatmap of one tile: `<class>/<tile_id>`."""
-    return f"{class_name}/{tile_id}"
 
 
 def load_partition(partitions: Partitions, key: str, dataset: str) -> np.ndarray:
@@ -28,7 +29,7 @@ def load_partition(partitions: Partitions, key: str, dataset: str) -> np.ndarray
 def tiles_of_split(tile_index: pd.DataFrame, splits: list[str] | str) -> pd.DataFrame:
     """Rows of the tile index in the given split(s), in a stable order."""
     splits = [splits] if isinstance(splits, str) else list(splits)
-    unknown = set(splits) - {"train", "test"}
+    unknown = set(splits) - set(SPLITS)
     if unknown:
         raise ValueError(f"unknown split(s) {sorted(unknown)}: use train and/or test")
     return tile_index[tile_index["split"].isin(splits)].sort_values("tile_id").reset_index(drop=True)

@@ -1,4 +1,4 @@
-"""build_segmenter: auto / sam / grabcut selection and errors."""
+"""build_segmenter and resolve_segmenter_name: auto / sam / grabcut selection and errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from wsss_project.segmenters.factory import build_segmenter
+from wsss_project.segmenters.factory import build_segmenter, resolve_segmenter_name
 from wsss_project.segmenters.grabcut import GrabCutSegmenter
 
 GRABCUT = {
@@ -59,3 +59,23 @@ def test_sam_without_checkpoint_is_an_error():
 def test_invalid_name():
     with pytest.raises(ValueError, match="sam_labeling.segmenter"):
         build_segmenter(_params("sam2"), "cpu")
+
+
+@pytest.mark.parametrize(
+    "choice, checkpoint, expected",
+    [("auto", None, "grabcut"), ("auto", "sam_vit_b.pth", "sam"), ("sam", None, "sam"),
+     ("grabcut", "sam_vit_b.pth", "grabcut")],
+)
+def test_resolve_segmenter_name(choice, checkpoint, expected):
+    assert resolve_segmenter_name(_params(choice, checkpoint)) == expected
+
+
+def test_resolve_segmenter_name_touches_no_file(tmp_path):
+    # a checkpoint that is set but missing still means sam: build_segmenter then names the path
+    assert resolve_segmenter_name(_params("auto", str(tmp_path / "missing.pth"))) == "sam"
+    assert resolve_segmenter_name({"segmenter": "auto"}) == "grabcut"
+
+
+def test_the_built_segmenter_is_the_resolved_one():
+    params = _params("auto")
+    assert build_segmenter(params, "cpu").name == resolve_segmenter_name(params)

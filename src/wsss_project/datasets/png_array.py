@@ -2,19 +2,19 @@
 
 kedro-datasets' pillow.ImageDataset speaks PIL images; every node here works on uint8 arrays
 (RGB tiles, class-index masks, 0..255 heatmaps), so this dataset keeps them arrays end to end and
-never leaves a half-written PNG behind (write to a temporary file, then rename).
+never leaves a half-written PNG behind (utils/atomic.py: a temporary file, then a rename).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import cv2
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
+
+from wsss_project.utils.atomic import write_bytes_atomic
 
 
 def write_png_atomic(path: str | Path, array: np.ndarray) -> None:
@@ -29,16 +29,7 @@ def write_png_atomic(path: str | Path, array: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", array)
     if not ok:
         raise DatasetError(f"{path}: PNG encoding failed")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, encoded.tobytes())
 
 
 def read_png(path: str | Path) -> np.ndarray:

@@ -6,13 +6,13 @@ layout, so only state_dicts are stored and nodes rebuild the architecture from p
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
+
+from wsss_project.utils.atomic import atomic_path
 
 
 class TorchStateDictDataset(AbstractVersionedDataset[dict, dict]):
@@ -34,16 +34,8 @@ class TorchStateDictDataset(AbstractVersionedDataset[dict, dict]):
     def save(self, data: dict) -> None:
         if not isinstance(data, dict):
             raise DatasetError(f"{self._filepath}: expected a state_dict, got {type(data).__name__}")
-        path = Path(self._get_save_path())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(self._get_save_path()) as tmp:
             torch.save(data, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def _exists(self) -> bool:
         try:

@@ -29,8 +29,19 @@ from typing import Any
 
 import numpy as np
 
-BACKGROUND = 0
-DEFAULT_IGNORE_INDEX = 255
+from wsss_project.contracts import (
+    BACKGROUND_INDEX,
+    BACKGROUND_NAME,
+    CLASS_SCORES,
+    F1,
+    IGNORE_INDEX,
+    IOU,
+    MIOU,
+    OA,
+    PRECISION,
+    RECALL,
+)
+
 BINARY_CLASSES = 2
 FOREGROUND = 1
 
@@ -43,22 +54,22 @@ def _ratio(numerator: float, denominator: float) -> float:
 def class_scores(tp: int, fp: int, fn: int) -> dict[str, float]:
     """Precision, recall, F1 and IoU of one class from its pixel counts."""
     return {
-        "precision": _ratio(tp, tp + fp),
-        "recall": _ratio(tp, tp + fn),
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-        "iou": _ratio(tp, tp + fp + fn),
+        PRECISION: _ratio(tp, tp + fp),
+        RECALL: _ratio(tp, tp + fn),
+        F1: _ratio(2 * tp, 2 * tp + fp + fn),
+        IOU: _ratio(tp, tp + fp + fn),
     }
 
 
 def default_class_names(n_classes: int) -> list[str]:
     """``background, class_1, class_2, ...`` when no names are given."""
-    return ["background"] + [f"class_{index}" for index in range(1, n_classes)]
+    return [BACKGROUND_NAME] + [f"class_{index}" for index in range(1, n_classes)]
 
 
 class ConfusionAccumulator:
     """Confusion matrix accumulated over any number of ``(pred, target)`` mask pairs."""
 
-    def __init__(self, n_classes: int, ignore_index: int = DEFAULT_IGNORE_INDEX) -> None:
+    def __init__(self, n_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
         """Count ``n_classes`` classes including background; skip ``ignore_index`` targets."""
         if n_classes < BINARY_CLASSES:
             raise ValueError(f"n_classes counts background and must be >= 2, got {n_classes}")
@@ -127,13 +138,13 @@ class ConfusionAccumulator:
         foreground = [per_class[name] for name in names[FOREGROUND:]]
         mean_foreground = {
             key: float(np.mean([scores[key] for scores in foreground]))
-            for key in ("precision", "recall", "f1", "iou")
+            for key in CLASS_SCORES
         }
         result: dict[str, Any] = {
-            "oa": _ratio(int(tp.sum()), pixels),
+            OA: _ratio(int(tp.sum()), pixels),
             **mean_foreground,
-            "miou": float(np.mean([scores["iou"] for scores in per_class.values()])),
-            "miou_foreground": mean_foreground["iou"],
+            MIOU: float(np.mean([scores[IOU] for scores in per_class.values()])),
+            "miou_foreground": mean_foreground[IOU],
             "pixels": pixels,
             "per_class": per_class,
         }
@@ -142,13 +153,13 @@ class ConfusionAccumulator:
                 tp=int(tp[FOREGROUND]),
                 fp=int(fp[FOREGROUND]),
                 fn=int(fn[FOREGROUND]),
-                tn=int(matrix[BACKGROUND, BACKGROUND]),
+                tn=int(matrix[BACKGROUND_INDEX, BACKGROUND_INDEX]),
             )
         return result
 
 
 def binary_mask_metrics(
-    pred: np.ndarray, target: np.ndarray, ignore_index: int = DEFAULT_IGNORE_INDEX
+    pred: np.ndarray, target: np.ndarray, ignore_index: int = IGNORE_INDEX
 ) -> dict[str, Any]:
     """Metrics of one binary mask pair.
 
@@ -162,7 +173,7 @@ def binary_mask_metrics(
         raise ValueError(f"pred and target shapes differ: pred {pred.shape}, target {target.shape}")
     ignored = target == ignore_index
     binary_target = (target != 0).astype(np.uint8)
-    binary_target[ignored] = DEFAULT_IGNORE_INDEX
-    accumulator = ConfusionAccumulator(BINARY_CLASSES, ignore_index=DEFAULT_IGNORE_INDEX)
+    binary_target[ignored] = IGNORE_INDEX
+    accumulator = ConfusionAccumulator(BINARY_CLASSES, ignore_index=IGNORE_INDEX)
     accumulator.update((pred != 0).astype(np.uint8), binary_target)
     return accumulator.metrics()

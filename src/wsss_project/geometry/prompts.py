@@ -27,8 +27,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from wsss_project.contracts import HEATMAP_MAX
+
 THRESHOLD_PARAM = "prompt_generation.threshold"
-HEATMAP_MAX = 255
 
 RETRIEVAL_MODES: dict[str, int] = {
     "external": cv2.RETR_EXTERNAL,

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-N_LEVELS = 256
+from wsss_project.contracts import HEATMAP_MAX
+
+N_LEVELS = HEATMAP_MAX + 1  # every value a uint8 heatmap can take
 THRESHOLD_RULES = ("negative_quantile", "otsu", "fixed")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-IGNORE_INDEX = 255
+from wsss_project.contracts import IGNORE_INDEX, TEST_SPLIT, TRAIN_SPLIT
 
 
 def image_level_labels(
@@ -46,5 +46,5 @@ def split_scenes(scenes: pd.DataFrame, test_fraction: float, seed: int) -> dict[
         else:
             n_test = 0
         test_ids = set(rng.permutation(ids)[:n_test].tolist())
-        split.update({sid: ("test" if sid in test_ids else "train") for sid in ids})
+        split.update({sid: (TEST_SPLIT if sid in test_ids else TRAIN_SPLIT) for sid in ids})
     return split

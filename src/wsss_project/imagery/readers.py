@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +10,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from wsss_project.contracts import IGNORE_INDEX
+from wsss_project.utils.atomic import atomic_path
+
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
-IGNORE_VALUE = 255
 MAX_LISTED_VALUES = 5
 # `data.folder.rgb_bands` default: the first three bands, counted from 1 as rasterio does
 DEFAULT_RGB_BANDS = (1, 2, 3)
@@ -249,11 +249,11 @@ def read_mask(
         raise ValueError(
             f"{path}: mask is {array.shape[:2]} but its image is {tuple(expected_shape)}"
         )
-    out = np.full(array.shape[:2], IGNORE_VALUE, dtype=np.uint8)
+    out = np.full(array.shape[:2], IGNORE_INDEX, dtype=np.uint8)
     if palette is not None:
         rgb = array if array.ndim == 3 else np.repeat(array[..., None], 3, axis=2)
         # white is "ignore" like value 255, unless a class is white (Potsdam's impervious surface)
-        known = np.all(rgb == IGNORE_VALUE, axis=2)
+        known = np.all(rgb == IGNORE_INDEX, axis=2)
         for index, colour in enumerate([(0, 0, 0), *palette]):
             hit = np.all(rgb == np.asarray(colour, dtype=rgb.dtype), axis=2)
             out[hit], known = index, known | hit
@@ -269,7 +269,7 @@ def read_mask(
                 f"{path}: mask is colour; set `data.folder.mask_palette` for RGB masks"
             )
         array = array[..., 0]
-    known = (array == 0) | (array == IGNORE_VALUE)
+    known = (array == 0) | (array == IGNORE_INDEX)
     out[array == 0] = 0
     for index, value in enumerate(class_values, start=1):
         hit = array == value
@@ -287,25 +287,16 @@ def write_georeferenced_mask(path: str | Path, mask: np.ndarray, meta: dict[str,
     import rasterio
     from affine import Affine
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     transform = Affine(*meta["transform"]) if meta.get("transform") else None
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        with rasterio.open(
-            tmp,
-            "w",
-            driver="GTiff",
-            height=mask.shape[0],
-            width=mask.shape[1],
-            count=1,
-            dtype="uint8",
-            crs=meta.get("crs"),
-            transform=transform,
-        ) as dst:
-            dst.write(mask.astype(np.uint8), 1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, rasterio.open(
+        tmp,
+        "w",
+        driver="GTiff",
+        height=mask.shape[0],
+        width=mask.shape[1],
+        count=1,
+        dtype="uint8",
+        crs=meta.get("crs"),
+        transform=transform,
+    ) as dst:
+        dst.write(mask.astype(np.uint8), 1)

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from wsss_project.contracts import HEATMAP_MAX
 from wsss_project.models.cam_classifier import CAMClassifier
 from wsss_project.utils.seed import seed_everything
 
@@ -339,7 +340,7 @@ def cams_to_uint8(
         cam = cam * valid[:, None].to(device=cam.device, dtype=cam.dtype)
     peak = cam.amax(dim=(2, 3), keepdim=True)
     scaled = torch.where(peak > _PEAK_EPS, cam / peak.clamp_min(_PEAK_EPS), torch.zeros_like(cam))
-    return torch.round(scaled * 255.0).clamp_(0, 255).to(torch.uint8)
+    return torch.round(scaled * HEATMAP_MAX).clamp_(0, HEATMAP_MAX).to(torch.uint8)
 
 
 def _batched(

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from wsss_project.contracts import HEATMAP_MAX
 from wsss_project.learning.cam_training import (
     apply_per_sample,
     bce_pos_weight,
@@ -56,7 +57,6 @@ MIL_TRAIN_KEYS = (
 )
 SHARED_TRAIN_KEYS = ("seed", "augment", "image_mean", "image_std")
 SHARED_INFER_KEYS = ("image_mean", "image_std", "tta_flips")
-HEATMAP_MAX = 255.0
 
 
 def build_pixel_mil(n_classes: int, mil: Mapping[str, Any]) -> PixelMIL:

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from wsss_project.contracts import IGNORE_INDEX
 from wsss_project.learning.cam_training import (
     apply_per_sample,
     batch_indices,
@@ -47,7 +48,6 @@ from wsss_project.utils.seed import seed_everything
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "segmentation_training"
-IGNORE_INDEX = 255
 SEG_TRAIN_KEYS = (
     "seed",
     "epochs",

@@ -19,13 +19,25 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-IGNORE_INDEX = 255
+from wsss_project.contracts import (
+    BACKGROUND_INDEX,
+    F1,
+    HEATMAP_MAX,
+    IGNORE_INDEX,
+    IOU,
+    OA,
+    PRECISION,
+    RATIO_KEY,
+    RECALL,
+    STAGES,
+    SUMMARY_METRICS,
+)
+
 IGNORE_COLOUR = (0.5, 0.5, 0.5)
 BACKGROUND_COLOUR = (0.0, 0.0, 0.0)
 CLASS_COLORMAP = "tab10"
 CAM_COLORMAP = "jet"
 CAM_ALPHA = 0.5
-CAM_MAX = 255
 BOX_COLOUR = "white"
 BOX_LINEWIDTH = 1.5
 POINT_COLOUR = "magenta"
@@ -38,10 +50,7 @@ BAR_GROUP_WIDTH = 0.8
 ANNOTATION_FONTSIZE = 7
 PERCENT = 100.0
 
-METRIC_KEYS = ("oa", "precision", "recall", "f1", "iou")
-METRIC_LABELS = {"oa": "OA", "precision": "Precision", "recall": "Recall", "f1": "F1", "iou": "IoU"}
-STAGE_ORDER = ("cam_threshold", "pseudo_labels", "prediction", "supervised_reference")
-RATIO_KEY = "weak_to_full_ratio"
+METRIC_LABELS = {OA: "OA", PRECISION: "Precision", RECALL: "Recall", F1: "F1", IOU: "IoU"}
 
 
 def _new_figure(figsize: tuple[float, float]) -> Figure:
@@ -67,7 +76,7 @@ def colourise_mask(
     for class_index in np.unique(mask):
         if class_index == ignore_index:
             colour = IGNORE_COLOUR
-        elif class_index == 0:
+        elif class_index == BACKGROUND_INDEX:
             continue
         else:
             colour = palette((int(class_index) - 1) % palette.N)[:3]
@@ -127,7 +136,7 @@ def sample_panels(
         row_axes[0].imshow(sample["image"])
         row_axes[1].imshow(colourise_mask(sample["gt"], ignore_index), interpolation="nearest")
         row_axes[2].imshow(sample["image"])
-        row_axes[2].imshow(sample["cam"], cmap=CAM_COLORMAP, vmin=0, vmax=CAM_MAX, alpha=cam_alpha)
+        row_axes[2].imshow(sample["cam"], cmap=CAM_COLORMAP, vmin=0, vmax=HEATMAP_MAX, alpha=cam_alpha)
         _draw_prompts(row_axes[2], sample.get("prompts"))
         row_axes[3].imshow(colourise_mask(sample["pseudo"], ignore_index), interpolation="nearest")
         if with_prediction:
@@ -177,10 +186,10 @@ def _ordered_stages(metrics: Mapping[str, Any]) -> list[str]:
     """
     stages = [
         name for name, value in metrics.items()
-        if isinstance(value, Mapping) and any(key in value for key in METRIC_KEYS)
+        if isinstance(value, Mapping) and any(key in value for key in SUMMARY_METRICS)
     ]
-    known = [name for name in STAGE_ORDER if name in stages]
-    return known + [name for name in stages if name not in STAGE_ORDER]
+    known = [name for name in STAGES if name in stages]
+    return known + [name for name in stages if name not in STAGES]
 
 
 def _stage_label(stage: str, values: Mapping[str, Any]) -> str:
@@ -201,7 +210,7 @@ def _ratio_title(metrics: Mapping[str, Any]) -> str:
 
 def stage_comparison(
     metrics: Mapping[str, Mapping[str, Any]],
-    metric_keys: Sequence[str] = METRIC_KEYS,
+    metric_keys: Sequence[str] = SUMMARY_METRICS,
     as_percent: bool = True,
 ) -> Figure:
     """APSAM Table I as grouped bars: OA, precision, recall, F1, IoU of each stage.
@@ -223,14 +232,14 @@ def stage_comparison(
 
 def threshold_curve(
     table: pd.DataFrame,
-    best_by: str = "iou",
+    best_by: str = IOU,
     as_percent: bool = True,
 ) -> Figure:
     """APSAM Fig. 5: IoU and F1 against the threshold T, the oracle best T (chosen with masks) marked.
 
     ``table`` has columns T, iou, f1 and optionally n_prompts, drawn on a second y-axis.
     """
-    missing = {"T", "iou", "f1", best_by} - set(table.columns)
+    missing = {"T", IOU, F1, best_by} - set(table.columns)
     if missing:
         raise ValueError(f"threshold table lacks columns {sorted(missing)}")
     if table.empty:
@@ -239,7 +248,7 @@ def threshold_curve(
     table = table.sort_values("T")
     figure = _new_figure(CURVE_FIGSIZE)
     ax = figure.subplots()
-    for key in ("iou", "f1"):
+    for key in (IOU, F1):
         ax.plot(table["T"], scale * table[key], marker="o", label=METRIC_LABELS[key])
 
     best = table.loc[table[best_by].idxmax()]
@@ -277,7 +286,7 @@ def threshold_curve(
 
 def prompt_ablation_bars(
     table: pd.DataFrame,
-    metric_keys: Sequence[str] = METRIC_KEYS,
+    metric_keys: Sequence[str] = SUMMARY_METRICS,
     as_percent: bool = True,
 ) -> Figure:
     """APSAM Table II as grouped bars: one bar per prompt mode (points, boxes, both)."""

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PROMPT_MODES = ("point_box", "box", "point")
+from wsss_project.contracts import BOX, POINT_BOX, PROMPT_MODES
+
 _SHAPE_KEY = "__image_shape__"
 _ARRAY_PREFIX = "state__"
 
@@ -154,9 +155,9 @@ def prompts_for_mode(
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if len(boxes_xyxy) != len(points):
         raise ValueError(f"got {len(boxes_xyxy)} boxes but {len(points)} points")
-    if mode == "point_box":
+    if mode == POINT_BOX:
         return boxes_xyxy, points, np.arange(len(points))
-    if mode == "box":
+    if mode == BOX:
         return boxes_xyxy, None, np.arange(len(points))
     kept = np.flatnonzero(~np.isnan(points).any(axis=1))
     return None, points[kept], kept

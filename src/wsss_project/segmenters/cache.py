@@ -1,70 +1,34 @@
 """On-disk cache of image embeddings (:class:`ImageState`), shared by every threshold and mode.
 
 Layout: ``<directory>/<model_key[:16]>/<entry_key>.npz`` where ``entry_key`` is the sha256 of the
-tile's bytes, shape and dtype and of the full ``model_key``. Files are written to a temporary file
-in the same folder and moved into place with ``os.replace`` (atomic on POSIX and Windows), so a
-crash or a concurrent writer never leaves a half-written entry. Only the current entry is in
-memory.
+tile's bytes, shape and dtype and of the full ``model_key`` (utils/fingerprint.py). Entries are
+written atomically (utils/atomic.py), so a crash or a concurrent writer never leaves a
+half-written entry. Only the current entry is in memory.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import logging
-import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from wsss_project.utils.atomic import atomic_path
+
+# checkpoint_ and params_fingerprint are the model keys callers build a cache with: importable here
+from wsss_project.utils.fingerprint import (  # noqa: F401
+    array_fingerprint,
+    checkpoint_fingerprint,
+    params_fingerprint,
+)
 
 from .base import ImageState
 
 logger = logging.getLogger(__name__)
 
-_READ_CHUNK_BYTES = 1 << 20
 _MODEL_DIR_CHARS = 16
-
-
-def checkpoint_fingerprint(path: str | Path, model_type: str) -> str:
-    """sha256 of a checkpoint file's content (streamed) and the model type: a SAM ``model_key``.
-
-    Hashing a 375 MB vit_b takes about a second; within a process the digest is reused while the
-    file's size and modification time are unchanged (every sweep namespace asks for it).
-    """
-    stat = Path(path).stat()
-    return _hash_checkpoint(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, model_type)
-
-
-@functools.lru_cache(maxsize=8)
-def _hash_checkpoint(path: str, size: int, mtime_ns: int, model_type: str) -> str:
-    digest = hashlib.sha256()
-    digest.update(f"sam:{model_type}:".encode())
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_READ_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def params_fingerprint(backend: str, params: dict[str, Any]) -> str:
-    """sha256 of a weight-free backend's name and parameters: its ``model_key``."""
-    text = json.dumps({"backend": backend, "params": params}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def image_key(image: np.ndarray, model_key: str) -> str:
-    """sha256 of an image's bytes, shape and dtype together with the model key."""
-    image = np.ascontiguousarray(image)
-    digest = hashlib.sha256()
-    digest.update(model_key.encode())
-    digest.update(str(image.shape).encode())
-    digest.update(str(image.dtype).encode())
-    digest.update(image.tobytes())
-    return digest.hexdigest()
 
 
 class EmbeddingCache:
@@ -86,7 +50,7 @@ class EmbeddingCache:
 
     def path_for(self, image: np.ndarray) -> Path:
         """Where the state of ``image`` is (or would be) stored."""
-        return self.directory / f"{image_key(image, self.model_key)}.npz"
+        return self.directory / f"{array_fingerprint(image, salt=self.model_key)}.npz"
 
     def get_or_compute(
         self, image: np.ndarray, compute_fn: Callable[[np.ndarray], ImageState]
@@ -108,12 +72,6 @@ class EmbeddingCache:
 
     def _write(self, path: Path, state: ImageState) -> None:
         """Write ``state`` to ``path`` atomically (temporary file + ``os.replace``)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as tmp_file:
-                np.savez(tmp_file, **state.to_npz_dict())
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        # a file handle, not a path: np.savez would append ".npz" to the temporary name
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **state.to_npz_dict())

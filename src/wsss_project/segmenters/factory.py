@@ -3,24 +3,39 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-import torch
-
-from wsss_project.utils.device import resolve_device
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from .base import PromptableSegmenter
 
+if TYPE_CHECKING:
+    import torch
+
 logger = logging.getLogger(__name__)
 
-SEGMENTERS = ("auto", "sam", "grabcut")
+AUTO, SAM, GRABCUT = "auto", "sam", "grabcut"
+SEGMENTERS = (AUTO, SAM, GRABCUT)
 
 
-def _section(params: dict[str, Any], key: str) -> dict[str, Any]:
+def _section(params: Mapping[str, Any], key: str) -> Any:
     try:
         return params[key]
     except KeyError as err:
         raise KeyError(f"missing parameter `sam_labeling.{key}`") from err
+
+
+def resolve_segmenter_name(params: Mapping[str, Any]) -> str:
+    """The segmenter a run labels with: ``sam_labeling.segmenter``, ``auto`` resolved.
+
+    The one place of the rule: ``auto`` means ``sam`` when ``sam_labeling.sam.checkpoint`` is
+    set (not null), else the weight-free ``grabcut``. Any other name is returned as given
+    (:func:`build_segmenter` checks it). Pure: no logging, no file access, so run tags and
+    segmenter caches can ask it too.
+    """
+    choice = _section(params, "segmenter")
+    if choice != AUTO:
+        return choice
+    return GRABCUT if (params.get("sam") or {}).get("checkpoint") is None else SAM
 
 
 def build_segmenter(params: dict[str, Any], device: torch.device | str) -> PromptableSegmenter:
@@ -41,23 +56,23 @@ def build_segmenter(params: dict[str, Any], device: torch.device | str) -> Promp
         raise ValueError(
             f"parameter `sam_labeling.segmenter` must be one of {list(SEGMENTERS)}, got {choice!r}"
         )
-    if choice == "auto":
-        checkpoint = _section(params, "sam").get("checkpoint")
-        if checkpoint is None:
-            logger.warning(
-                "No SAM checkpoint configured (sam_labeling.sam.checkpoint): "
-                "using the weight-free GrabCut stand-in"
-            )
-            choice = "grabcut"
-        else:
-            choice = "sam"
-    if choice == "grabcut":
+    resolved = resolve_segmenter_name(params)
+    if choice == AUTO and resolved == GRABCUT:
+        logger.warning(
+            "No SAM checkpoint configured (sam_labeling.sam.checkpoint): "
+            "using the weight-free GrabCut stand-in"
+        )
+    if resolved == GRABCUT:
         from .grabcut import GrabCutSegmenter
 
         logger.info("Segmenter: GrabCut")
         return GrabCutSegmenter(_section(params, "grabcut"))
 
+    # imported here, like each backend: choosing a segmenter (run tags at startup) needs no torch
+    import torch
+
     from wsss_project.foundation.sam import load_sam
+    from wsss_project.utils.device import resolve_device
 
     from .sam import SamSegmenter, parse_multimask_output
 

@@ -27,6 +27,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from wsss_project.contracts import HEATMAP_MAX
+
 from .base import ImageState, PromptableSegmenter, validate_prompts
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ def _validate_params(params: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"`{_PARAM_PREFIX}.cam_guided` must be true or false, got {cam_guided!r}")
     if cam_guided and threshold is None:
         raise ValueError(f"`{_PARAM_PREFIX}.prior_threshold` must be set when cam_guided is true")
-    if threshold is not None and not 0 <= float(threshold) <= 255:
+    if threshold is not None and not 0 <= float(threshold) <= HEATMAP_MAX:
         raise ValueError(f"`{_PARAM_PREFIX}.prior_threshold` must be in 0..255, got {threshold}")
     return {
         "iterations": iterations,

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wsss_project.imagery.labels import IGNORE_INDEX, image_level_labels, split_scenes
+from wsss_project.contracts import IGNORE_INDEX, TRAIN_SPLIT, tile_id_for
+from wsss_project.imagery.labels import image_level_labels, split_scenes
 from wsss_project.imagery.synthetic import generate_scene
 from wsss_project.imagery.tiling import cut_tile, tile_windows
 
@@ -30,11 +31,6 @@ class Scene:
     mask: np.ndarray
     source: str
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def tile_id_for(scene_id: str, row: int, col: int) -> str:
-    """The contract's tile key: `<scene_id>__<row>_<col>`."""
-    return f"{scene_id}__{row}_{col}"
 
 
 def _source_of(scene_id: str, pattern: str | None) -> str:
@@ -176,7 +172,7 @@ def tile_scenes(
     rows, tiles, masks = [], {}, {}
     for scene in scenes.itertuples(index=False):
         raw = scenes_raw[scene.scene_id]
-        overlap = float(data["overlap"]) if scene.split == "train" else 0.0
+        overlap = float(data["overlap"]) if scene.split == TRAIN_SPLIT else 0.0
         for window in tile_windows(scene.height, scene.width, tile_size, overlap):
             tile_id = tile_id_for(scene.scene_id, window.row, window.col)
             tiles[tile_id] = cut_tile(raw.image, window, tile_size)

@@ -28,25 +28,29 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from wsss_project.contracts import (
+    BACKGROUND_NAME,
+    CAM_THRESHOLD,
+    IGNORE_INDEX,
+    MLFLOW_METRICS,
+    PREDICTION,
+    PSEUDO_LABELS,
+    RATIO_KEY,
+    RATIO_METRIC,
+    STAGE_SCOPES,
+    STAGES,
+    SUMMARY_METRICS,
+    SUPERVISED_REFERENCE,
+    TEST_SPLIT,
+    TRAIN_SPLIT,
+    cam_key,
+)
 from wsss_project.evaluation.metrics import ConfusionAccumulator
-from wsss_project.imagery.labels import IGNORE_INDEX
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene, owned_masks, stitch_mean
 from wsss_project.reporting.figures import sample_panels, stage_comparison
-from wsss_project.tile_data import Partitions, cam_key, load_partition, tile_rows, tiles_of_split
+from wsss_project.tile_data import Partitions, load_partition, tile_rows, tiles_of_split
 
 logger = logging.getLogger(__name__)
-
-TRAIN_SCOPE, TEST_SCOPE = "train_scenes", "test_scenes"
-STAGE_SCOPES = {
-    "cam_threshold": TRAIN_SCOPE,
-    "pseudo_labels": TRAIN_SCOPE,
-    "prediction": TEST_SCOPE,
-    "supervised_reference": TEST_SCOPE,
-}
-STAGES = tuple(STAGE_SCOPES)
-RATIO_KEY = "weak_to_full_ratio"
-RATIO_METRIC = "iou"
-MLFLOW_METRICS = ("oa", "precision", "recall", "f1", "iou", "miou")
 
 
 def cam_threshold_mask(heatmaps: np.ndarray, labels: np.ndarray, threshold: int) -> np.ndarray:
@@ -77,7 +81,7 @@ def _summarise(
 
 
 def _class_names(classes: list[str]) -> list[str]:
-    return ["background", *classes]
+    return [BACKGROUND_NAME, *classes]
 
 
 def _accumulators(classes: list[str]) -> tuple[ConfusionAccumulator, dict[str, ConfusionAccumulator]]:
@@ -96,7 +100,7 @@ def owned_train_tiles(tile_index: pd.DataFrame) -> Iterator[tuple[dict[str, Any]
     The owned mask is bool over the tile's valid (height, width); ties between tiles go to the
     smaller (row, col). The scene size is the extent of its tiles, which cover it.
     """
-    train = tiles_of_split(tile_index, "train")
+    train = tiles_of_split(tile_index, TRAIN_SPLIT)
     for _, scene_tiles in train.groupby("scene_id", sort=True):
         rows = tile_rows(scene_tiles.sort_values(["row", "col"]))
         windows = [tile_window(tile) for tile in rows]
@@ -129,7 +133,7 @@ def evaluate_cam_threshold(
         pred = mark_outside_scene(cam_threshold_mask(heatmaps, labels, threshold), window, IGNORE_INDEX)
         target = load_partition(tile_masks, tile["tile_id"], "tile_masks")
         _update_owned([pooled, by_source[tile["source"]]], pred, target, window, owned)
-    result = _summarise(pooled, by_source, _class_names(classes), "cam_threshold")
+    result = _summarise(pooled, by_source, _class_names(classes), CAM_THRESHOLD)
     logger.info("cam_threshold (T=%d, train scenes): F1 %.3f IoU %.3f", threshold, result["f1"], result["iou"])
     return result
 
@@ -147,7 +151,7 @@ def evaluate_pseudo_labels(
         pred[pred == IGNORE_INDEX] = 0
         target = load_partition(tile_masks, tile["tile_id"], "tile_masks")
         _update_owned([pooled, by_source[tile["source"]]], pred, target, tile_window(tile), owned)
-    result = _summarise(pooled, by_source, _class_names(classes), "pseudo_labels")
+    result = _summarise(pooled, by_source, _class_names(classes), PSEUDO_LABELS)
     logger.info("pseudo_labels (train scenes): F1 %.3f IoU %.3f", result["f1"], result["iou"])
     return result
 
@@ -170,8 +174,8 @@ def _evaluate_test_scenes(
 ) -> dict[str, Any]:
     """Metrics of stitched scene predictions of every test scene, at original size."""
     pooled, by_source = _accumulators(classes)
-    test_tiles = tiles_of_split(tile_index, "test")
-    for scene in scenes[scenes["split"] == "test"].itertuples(index=False):
+    test_tiles = tiles_of_split(tile_index, TEST_SPLIT)
+    for scene in scenes[scenes["split"] == TEST_SPLIT].itertuples(index=False):
         target = scene_ground_truth(
             tile_masks, test_tiles[test_tiles["scene_id"] == scene.scene_id], scene.height, scene.width
         )
@@ -193,7 +197,7 @@ def evaluate_predictions(
     predictions: Partitions, tile_masks: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame, classes: list[str]
 ) -> dict[str, Any]:
     """Metrics of the weakly supervised ResUNet's predictions of the test scenes."""
-    return _evaluate_test_scenes(predictions, tile_masks, tile_index, scenes, classes, "prediction", "predictions")
+    return _evaluate_test_scenes(predictions, tile_masks, tile_index, scenes, classes, PREDICTION, "predictions")
 
 
 def evaluate_supervised_reference(
@@ -202,7 +206,7 @@ def evaluate_supervised_reference(
 ) -> dict[str, Any]:
     """Metrics of the fully supervised reference's predictions of the test scenes (same code as prediction)."""
     return _evaluate_test_scenes(
-        supervised_predictions, tile_masks, tile_index, scenes, classes, "supervised_reference", "supervised_predictions"
+        supervised_predictions, tile_masks, tile_index, scenes, classes, SUPERVISED_REFERENCE, "supervised_predictions"
     )
 
 
@@ -263,14 +267,14 @@ def collect_metrics(
 ) -> tuple[dict[str, dict], dict[str, dict[str, float]]]:
     """The `metrics` report {stage: metrics, weak_to_full_ratio: ...} and its flat MLflow form."""
     report = {
-        "cam_threshold": cam_threshold,
-        "pseudo_labels": pseudo_labels,
-        "prediction": prediction,
-        "supervised_reference": supervised_reference,
+        CAM_THRESHOLD: cam_threshold,
+        PSEUDO_LABELS: pseudo_labels,
+        PREDICTION: prediction,
+        SUPERVISED_REFERENCE: supervised_reference,
     }
     for stage in STAGES:
         logger.info("%-20s %-12s OA %.4f  P %.4f  R %.4f  F1 %.4f  IoU %.4f", stage, STAGE_SCOPES[stage],
-                    *(report[stage][k] for k in ("oa", "precision", "recall", "f1", "iou")))
+                    *(report[stage][k] for k in SUMMARY_METRICS))
     report[RATIO_KEY] = weak_to_full_ratio(prediction, supervised_reference)
     ratio = report[RATIO_KEY]["value"]
     logger.info("%s (%s): %s", RATIO_KEY, report[RATIO_KEY]["definition"], "null" if ratio is None else f"{ratio:.4f}")
@@ -291,7 +295,7 @@ def plot_sample_panels(
     Columns: image, ground truth, CAM with its boxes and points, pseudo-mask.
     """
     name = classes[0]
-    positive = tiles_of_split(tile_index, "train")
+    positive = tiles_of_split(tile_index, TRAIN_SPLIT)
     positive = positive[positive[name] == 1]
     n_samples = min(int(reporting["n_sample_tiles"]), len(positive))
     chosen = positive.sample(n=n_samples, random_state=int(reporting["sample_seed"])).sort_values("tile_id")

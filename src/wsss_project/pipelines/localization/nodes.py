@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from wsss_project.contracts import SPLITS, TRAIN_SPLIT, cam_key
 from wsss_project.learning.localizers import localizer_for
 from wsss_project.pipelines.training_records import history_outputs
-from wsss_project.tile_data import Partitions, cam_key, stack_tiles, tiles_of_split
+from wsss_project.tile_data import Partitions, stack_tiles, tiles_of_split
 from wsss_project.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def train_cam_model(
 ) -> tuple[dict, pd.DataFrame, dict]:
     """Fit the localizer on the train tiles' image-level labels only (never on masks)."""
     localizer = localizer_for(localization)
-    train = tiles_of_split(tile_index, "train")
+    train = tiles_of_split(tile_index, TRAIN_SPLIT)
     labels = train[classes].to_numpy(dtype=np.float32)
     logger.info(
         "Fitting localizer %s on %d tiles (%s positive per class)",
@@ -85,7 +86,7 @@ def score_classifier(
     localizer, model, torch_device = _load_model(cam_model, localization, len(classes), device)
     batch = int(localization["inference_batch_size"])
     scores = {}
-    for split in ("train", "test"):
+    for split in SPLITS:
         rows = tiles_of_split(tile_index, split)
         if rows.empty:
             continue

@@ -7,11 +7,11 @@ import logging
 import numpy as np
 import pandas as pd
 
+from wsss_project.contracts import TRAIN_SPLIT, cam_key
 from wsss_project.geometry.prompts import adaptive_prompts, prompts_table
 from wsss_project.geometry.thresholds import N_LEVELS, choose_threshold, heatmap_histogram
 from wsss_project.tile_data import (
     Partitions,
-    cam_key,
     load_partition,
     positive_class_ids,
     tile_rows,
@@ -51,7 +51,7 @@ def resolve_prompt_generation(
     threshold = prompt_generation["threshold"]
     if threshold == AUTO:
         rule = prompt_generation["auto_threshold"]
-        positive, negative = _heatmap_histograms(cams, tiles_of_split(tile_index, "train"), classes)
+        positive, negative = _heatmap_histograms(cams, tiles_of_split(tile_index, TRAIN_SPLIT), classes)
         threshold = choose_threshold(positive, negative, rule["rule"], float(rule["negative_quantile"]),
                                      int(rule["fixed_threshold"]))
         logger.info("T = %d chosen by rule %s from heatmaps and image-level labels (no masks)", threshold, rule["rule"])

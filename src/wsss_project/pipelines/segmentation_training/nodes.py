@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from wsss_project.imagery.labels import IGNORE_INDEX
+from wsss_project.contracts import BINARY_FOREGROUND_VALUE, IGNORE_INDEX, TEST_SPLIT, TRAIN_SPLIT
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene, stitch_mean
 from wsss_project.learning.segmentation_training import (
     build_resunet,
@@ -21,8 +21,6 @@ from wsss_project.tile_data import Partitions, stack_tiles, tile_rows, tiles_of_
 from wsss_project.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
-
-BINARY_FOREGROUND_VALUE = 255  # binary predictions are stored 0/255 so that they are visible
 
 
 def ignore_outside_scene(masks: np.ndarray, tiles: pd.DataFrame) -> np.ndarray:
@@ -47,7 +45,7 @@ def train_segmentation_model(
     supervised_reference passes the true `tile_masks`. masks_dataset names them in logs and
     errors; history_prefix prefixes the MLflow training curves.
     """
-    train = tiles_of_split(tile_index, "train")
+    train = tiles_of_split(tile_index, TRAIN_SPLIT)
     tile_ids = train["tile_id"].tolist()
     images = stack_tiles(tiles, tile_ids)
     labels = ignore_outside_scene(stack_tiles(masks, tile_ids, masks_dataset), train)
@@ -79,9 +77,9 @@ def predict_scenes(
     model.load_state_dict(segmentation_model)
     model.to(torch_device).eval()
     batch = int(segmentation_training["inference_batch_size"])
-    test_tiles = tiles_of_split(tile_index, "test")
+    test_tiles = tiles_of_split(tile_index, TEST_SPLIT)
     predictions, started = {}, time.perf_counter()
-    for scene in scenes[scenes["split"] == "test"].itertuples(index=False):
+    for scene in scenes[scenes["split"] == TEST_SPLIT].itertuples(index=False):
         scene_tiles = test_tiles[test_tiles["scene_id"] == scene.scene_id]
         probs = predict_probabilities(
             model, stack_tiles(tiles, scene_tiles["tile_id"].tolist()), segmentation_training, torch_device, batch
