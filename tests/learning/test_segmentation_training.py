@@ -111,12 +111,12 @@ def test_same_seed_gives_identical_weights_with_crops():
     assert not all(map(torch.equal, other.state_dict().values(), m1.state_dict().values()))
 
 
-@pytest.mark.parametrize("crop_size", [None, 16])
-def test_trains_on_exactly_the_contract_batches(crop_size):
+@pytest.mark.parametrize(("crop_size", "augment"), [(None, True), (16, True), (16, False)])
+def test_trains_on_exactly_the_contract_batches(crop_size, augment):
     """With lr 0 the weights stay put, so each epoch's loss is the mean loss of the initial model
     over the batches it was given: equal to the bit only for the contract's batches, in order."""
     images, masks = _tiles(n=6, size=32)
-    params = {**DEFAULT_SEG_PARAMS, "crop_size": crop_size, "epochs": 2, "lr": 0.0}
+    params = {**DEFAULT_SEG_PARAMS, "crop_size": crop_size, "augment": augment, "epochs": 2, "lr": 0.0}
     _, history = train_resunet(images, masks, 2, params, CPU)
 
     seed_everything(params["seed"])
