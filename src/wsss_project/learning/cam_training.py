@@ -260,7 +260,6 @@ def train_cam_classifier(
     policy = AugmentationPolicy(images.shape[1:3], dihedral=bool(params["augment"]))
     sampler = EpochBatchSampler(len(images), int(params["batch_size"]), generator, policy)
     loader = tile_loader(TileDataset(images, labels=labels), sampler, seed)
-    n_epochs = int(params["epochs"])
     logger.info(
         "Training CAM classifier on %d tiles %dx%d, %d classes (positives per class: %s), "
         "%d epochs, device %s",
@@ -269,27 +268,50 @@ def train_cam_classifier(
         images.shape[2],
         labels.shape[1],
         labels.sum(axis=0).astype(int).tolist(),
-        n_epochs,
+        int(params["epochs"]),
         device,
     )
 
-    history: list[dict[str, float]] = []
     with deterministic_mode(device):
-        for epoch in range(1, n_epochs + 1):
-            lr = optimizer.param_groups[0]["lr"]
-            start = time.perf_counter()
-            loss, accuracy = _train_cam_epoch(
-                model, loader, criterion, optimizer, params, device, f"CAM epoch {epoch}/{n_epochs}"
-            )
-            scheduler.step()
-            record = {
-                "epoch": epoch, "loss": loss, "accuracy": accuracy, "lr": lr,
-                "seconds": time.perf_counter() - start,
-            }
-            history.append(record)
-            _log_cam_epoch(record, n_epochs, len(images))
+        history = _fit_cam(model, loader, criterion, optimizer, scheduler, params, device)
     model.eval()
     return model, history
+
+
+def _fit_cam(
+    model: CAMClassifier,
+    loader: DataLoader,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    params: Mapping[str, Any],
+    device: torch.device,
+) -> list[dict[str, float]]:
+    """`epochs` passes over the loader, the schedule stepped after each; one history record and
+    log line (with rate) per epoch."""
+    n_epochs, n_tiles = int(params["epochs"]), len(loader.dataset)
+    history: list[dict[str, float]] = []
+    for epoch in range(1, n_epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        loss, accuracy = _train_cam_epoch(
+            model, loader, criterion, optimizer, params, device, f"CAM epoch {epoch}/{n_epochs}"
+        )
+        scheduler.step()
+        seconds = time.perf_counter() - start
+        history.append(
+            {"epoch": epoch, "loss": loss, "accuracy": accuracy, "lr": lr, "seconds": seconds}
+        )
+        logger.info(
+            "CAM epoch %d/%d: loss %.4f, accuracy %.3f, lr %.3g, %.1f tiles/s",
+            epoch,
+            n_epochs,
+            loss,
+            accuracy,
+            lr,
+            n_tiles / max(seconds, 1e-9),
+        )
+    return history
 
 
 def _cam_optimisation(
@@ -334,18 +356,6 @@ def _train_cam_epoch(
         correct += int(((logits > 0) == (y > 0.5)).sum().item())
         n_tiles, n_labels = n_tiles + len(y), n_labels + y.numel()
     return loss_sum / n_tiles, correct / n_labels
-
-
-def _log_cam_epoch(record: Mapping[str, float], n_epochs: int, n_tiles: int) -> None:
-    logger.info(
-        "CAM epoch %d/%d: loss %.4f, accuracy %.3f, lr %.3g, %.1f tiles/s",
-        record["epoch"],
-        n_epochs,
-        record["loss"],
-        record["accuracy"],
-        record["lr"],
-        n_tiles / max(record["seconds"], 1e-9),
-    )
 
 
 def cams_to_uint8(

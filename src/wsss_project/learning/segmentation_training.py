@@ -172,47 +172,65 @@ def train_resunet(
     generator = torch.Generator().manual_seed(seed)
     model = build_resunet(n_outputs, params).to(device)
     optimizer = _make_optimizer(model, params)
-    n_epochs = int(params["epochs"])
-    policy = AugmentationPolicy(
-        (h, w), crop_size=train_h if use_crop else None, dihedral=bool(params["augment"])
-    )
+    crop_size = train_h if use_crop else None
+    policy = AugmentationPolicy((h, w), crop_size, dihedral=bool(params["augment"]))
     sampler = EpochBatchSampler(n, int(params["batch_size"]), generator, policy)
     loader = tile_loader(TileDataset(images, masks=masks), sampler, seed)
+    _log_training_start(masks, n_outputs, crop_size, params, device)
+    with deterministic_mode(device):
+        history = _fit_resunet(model, loader, optimizer, params, device)
+    model.eval()
+    return model, history
+
+
+def _log_training_start(
+    masks: np.ndarray,
+    n_outputs: int,
+    crop_size: int | None,
+    params: Mapping[str, Any],
+    device: torch.device,
+) -> None:
+    n, h, w = masks.shape
     logger.info(
         "Training ResUNet on %d tiles %dx%d (%s), %d outputs, %.1f%% labelled pixels, "
         "%d epochs, device %s",
         n,
         h,
         w,
-        f"{train_h}px crops" if use_crop else "whole tiles",
+        f"{crop_size}px crops" if crop_size is not None else "whole tiles",
         n_outputs,
         100 * float((masks != IGNORE_INDEX).mean()),
-        n_epochs,
+        int(params["epochs"]),
         device,
     )
 
+
+def _fit_resunet(
+    model: ResUNet,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    params: Mapping[str, Any],
+    device: torch.device,
+) -> list[dict[str, float]]:
+    """`epochs` passes over the loader; one history record and log line (with rate) per epoch."""
+    n_epochs, n_tiles = int(params["epochs"]), len(loader.dataset)
     history: list[dict[str, float]] = []
-    with deterministic_mode(device):
-        for epoch in range(1, n_epochs + 1):
-            start = time.perf_counter()
-            loss = _train_resunet_epoch(
-                model, loader, optimizer, params, device, f"ResUNet epoch {epoch}/{n_epochs}"
-            )
-            seconds = time.perf_counter() - start
-            record = {
-                "epoch": epoch, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
-                "seconds": seconds,
-            }
-            history.append(record)
-            logger.info(
-                "ResUNet epoch %d/%d: loss %.4f, %.1f tiles/s",
-                epoch,
-                n_epochs,
-                loss,
-                n / max(seconds, 1e-9),
-            )
-    model.eval()
-    return model, history
+    for epoch in range(1, n_epochs + 1):
+        start = time.perf_counter()
+        loss = _train_resunet_epoch(
+            model, loader, optimizer, params, device, f"ResUNet epoch {epoch}/{n_epochs}"
+        )
+        seconds = time.perf_counter() - start
+        lr = optimizer.param_groups[0]["lr"]
+        history.append({"epoch": epoch, "loss": loss, "lr": lr, "seconds": seconds})
+        logger.info(
+            "ResUNet epoch %d/%d: loss %.4f, %.1f tiles/s",
+            epoch,
+            n_epochs,
+            loss,
+            n_tiles / max(seconds, 1e-9),
+        )
+    return history
 
 
 def _train_resunet_epoch(
