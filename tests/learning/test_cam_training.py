@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from batch_contract import epoch_batches, model_batches
 
 from wsss_project.learning.cam_training import (
     CAM_ARCH_KEYS,
@@ -15,9 +17,11 @@ from wsss_project.learning.cam_training import (
     build_cam_classifier,
     cams_to_uint8,
     compute_cams,
+    deterministic_mode,
     predict_tile_probabilities,
     train_cam_classifier,
 )
+from wsss_project.utils.seed import seed_everything
 
 CPU = torch.device("cpu")
 
@@ -105,6 +109,31 @@ def test_same_seed_gives_identical_weights_and_cams():
     assert np.array_equal(*cams)
     other, _ = train_cam_classifier(images, labels, {**DEFAULT_CAM_PARAMS, "seed": 1}, CPU)
     assert not torch.equal(other.head.weight, m1.head.weight)
+
+
+def test_trains_on_exactly_the_contract_batches():
+    """With lr 0 the weights stay put, so each epoch's loss and accuracy are those of the initial
+    model over the batches it was given: equal to the bit only for the contract's batches, in order."""
+    images, labels, _ = _square_tiles(12)
+    params = {**DEFAULT_CAM_PARAMS, "epochs": 2, "lr": 0.0, "batch_size": 5}
+    _, history = train_cam_classifier(images, labels, params, CPU)
+
+    seed_everything(params["seed"])
+    model = build_cam_classifier(1, params).train()
+    generator = torch.Generator().manual_seed(params["seed"])
+    passes = (epoch_batches(12, 5, generator) for _ in range(2))
+    expected = []
+    with deterministic_mode(CPU), torch.no_grad():
+        for epoch in range(2):
+            batches = model_batches(next(passes), images, params, generator)
+            loss_sum, correct = 0.0, 0
+            for idx, x, _ in batches:
+                y = torch.as_tensor(labels[idx], dtype=torch.float32)
+                logits = model(x)
+                loss_sum += torch.nn.functional.binary_cross_entropy_with_logits(logits, y).item() * len(idx)
+                correct += int(((logits > 0) == (y > 0.5)).sum().item())
+            expected.append((loss_sum / 12, correct / 12))
+    assert [(h["loss"], h["accuracy"]) for h in history] == expected
 
 
 def test_step_decay_of_learning_rate():

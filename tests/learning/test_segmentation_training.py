@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
+from batch_contract import epoch_batches, model_batches
 
-from wsss_project.learning.cam_training import apply_per_sample, random_dihedral_params
+from wsss_project.learning.cam_training import deterministic_mode
 from wsss_project.learning.segmentation_training import (
     SEG_TRAIN_KEYS,
+    build_resunet,
     predict_probabilities,
     segmentation_loss,
     train_resunet,
 )
+from wsss_project.utils.seed import seed_everything
 
 CPU = torch.device("cpu")
 
@@ -94,13 +99,6 @@ def test_all_ignored_batch_gives_zero_loss():
     assert torch.isfinite(logits.grad).all()
 
 
-def test_same_op_is_applied_to_image_and_mask():
-    masks = torch.arange(2 * 6 * 6).reshape(2, 6, 6)
-    images = masks.unsqueeze(1).repeat(1, 3, 1, 1).float()
-    ops = random_dihedral_params(2, True, torch.Generator().manual_seed(3))
-    assert torch.equal(apply_per_sample(images, ops)[:, 0].long(), apply_per_sample(masks, ops))
-
-
 def test_same_seed_gives_identical_weights_with_crops():
     images, masks = _tiles(n=6, size=32)
     params = {**DEFAULT_SEG_PARAMS, "crop_size": 16, "epochs": 2}
@@ -109,6 +107,29 @@ def test_same_seed_gives_identical_weights_with_crops():
     for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     assert [h["loss"] for h in h1] == [h["loss"] for h in h2]
+    other, _ = train_resunet(images, masks, 2, {**params, "seed": 1}, CPU)
+    assert not all(map(torch.equal, other.state_dict().values(), m1.state_dict().values()))
+
+
+@pytest.mark.parametrize(("crop_size", "augment"), [(None, True), (16, True), (16, False)])
+def test_trains_on_exactly_the_contract_batches(crop_size, augment):
+    """With lr 0 the weights stay put, so each epoch's loss is the mean loss of the initial model
+    over the batches it was given: equal to the bit only for the contract's batches, in order."""
+    images, masks = _tiles(n=6, size=32)
+    params = {**DEFAULT_SEG_PARAMS, "crop_size": crop_size, "augment": augment, "epochs": 2, "lr": 0.0}
+    _, history = train_resunet(images, masks, 2, params, CPU)
+
+    seed_everything(params["seed"])
+    model = build_resunet(2, params).train()
+    generator = torch.Generator().manual_seed(params["seed"])
+    passes = (epoch_batches(6, params["batch_size"], generator) for _ in range(2))
+    batches = model_batches(itertools.chain.from_iterable(passes), images, params, generator, masks, crop_size)
+    losses = [0.0, 0.0]
+    with deterministic_mode(CPU), torch.no_grad():
+        for k, (idx, x, y) in enumerate(batches):
+            loss = segmentation_loss(model(x), y.long(), params["dice_weight"])
+            losses[0 if k < 2 else 1] += loss.item() * len(idx)
+    assert [h["loss"] for h in history] == [total / 6 for total in losses]
 
 
 def test_rejects_crop_not_divisible_and_bad_mask_values():

@@ -102,6 +102,9 @@ class ConfusionAccumulator:
                     f"{name} holds class indices outside 0..{self.n_classes - 1}: "
                     f"{sorted(set(np.unique(values).tolist()) - set(range(self.n_classes)))}"
                 )
+        # Not sklearn.metrics.confusion_matrix: same counts, but 2x slower on 4 M pixels and 11x on
+        # a 256 x 256 tile (its input checks sort the labels), and it drops out-of-range indices
+        # silently, so the check above would stay anyway.
         flat = np.bincount(self.n_classes * target + pred, minlength=self.n_classes**2)
         self._matrix += flat.reshape(self.n_classes, self.n_classes)
 

@@ -27,8 +27,9 @@ Keys read by `train_cam_classifier` (and `build_cam_classifier`):
 Keys read by `compute_cams` and `predict_tile_probabilities`:
     image_mean, image_std, tta_flips (bool: average over horizontal/vertical flips)
 
-The shared tensor helpers below (normalisation, flips, batching, deterministic mode) are also
-used by segmentation_training.
+The shared tensor helpers below (normalisation, flips, optimiser step, deterministic mode) are
+also used by mil_training and segmentation_training; batching and augmentation live in
+learning/data.py.
 """
 
 from __future__ import annotations
@@ -44,9 +45,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from wsss_project.contracts import HEATMAP_MAX
+from wsss_project.learning.data import (
+    AugmentationPolicy,
+    EpochBatchSampler,
+    TileDataset,
+    tile_loader,
+)
 from wsss_project.models.cam_classifier import CAMClassifier
 from wsss_project.utils.seed import seed_everything
 
@@ -100,42 +108,40 @@ def images_to_tensor(
     """(B, H, W, 3) uint8 -> normalised (B, 3, H, W) float32 on `device`."""
     # Move uint8 first: four times less host-to-device traffic than float32.
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return normalise(x.permute(0, 3, 1, 2), mean, std)
+
+
+def normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(B, 3, H, W) uint8 -> (x / 255 - mean) / std float32, in x's memory layout.
+
+    Divides by 255 rather than using v2.ToDtype(scale=True), whose multiplication by 1/255
+    differs in the last bit on 126 of the 256 levels (and so would change every figure).
+    """
+    x = x.float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     return (x - mean_t) / std_t
 
 
-def batch_indices(
-    n: int, batch_size: int, generator: torch.Generator | None = None
-) -> list[np.ndarray]:
-    """Index batches over n items; shuffled by `generator` when given."""
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    order_np = order.numpy()
-    return [order_np[i : i + batch_size] for i in range(0, n, batch_size)]
+def training_images(
+    images: torch.Tensor, params: Mapping[str, Any], device: torch.device
+) -> torch.Tensor:
+    """A loader batch's (B, 3, H, W) uint8 images -> the model's normalised float32 input.
+
+    Uses `image_mean`, `image_std` and `augment`. The memory layout is the one the hand-written
+    loops gave the model (NHWC for whole batches, NCHW after per-sample augmentation): CPU
+    convolutions differ in the last bits between layouts, and same-seed figures stay identical.
+    """
+    x = normalise(images.to(device), params["image_mean"], params["image_std"])
+    layout = torch.contiguous_format if params["augment"] else torch.channels_last
+    return x.contiguous(memory_format=layout)
 
 
-def dihedral(x: torch.Tensor, rot: int, flip: bool) -> torch.Tensor:
-    """Rotate the last two dims by rot*90 degrees, then flip horizontally if asked."""
-    if rot:
-        x = torch.rot90(x, rot, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if flip else x
-
-
-def random_dihedral_params(
-    n: int, square: bool, generator: torch.Generator
-) -> list[tuple[int, bool]]:
-    """One random (rotation, flip) per sample; odd rotations only for square inputs."""
-    rots = torch.randint(0, 4, (n,), generator=generator)
-    if not square:
-        rots = (rots // 2) * 2  # 0 or 180 degrees keep the shape
-    flips = torch.randint(0, 2, (n,), generator=generator)
-    return [(int(r), bool(f)) for r, f in zip(rots, flips, strict=True)]
-
-
-def apply_per_sample(x: torch.Tensor, ops: Sequence[tuple[int, bool]]) -> torch.Tensor:
-    """Apply one dihedral op per sample of a batch (N, ..., H, W)."""
-    return torch.stack([dihedral(xi, r, f) for xi, (r, f) in zip(x, ops, strict=True)])
+def optimiser_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One gradient step on `loss`."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
@@ -246,9 +252,72 @@ def train_cam_classifier(
     if labels.ndim != 2 or labels.shape[0] != images.shape[0]:
         raise ValueError(f"labels must be (N, C) with N={images.shape[0]}, got {labels.shape}")
 
-    seed_everything(int(params["seed"]))
-    generator = torch.Generator().manual_seed(int(params["seed"]))
+    seed = int(params["seed"])
+    seed_everything(seed)
+    generator = torch.Generator().manual_seed(seed)
     model = build_cam_classifier(labels.shape[1], params).to(device)
+    criterion, optimizer, scheduler = _cam_optimisation(model, labels, params, device)
+    policy = AugmentationPolicy(images.shape[1:3], dihedral=bool(params["augment"]))
+    sampler = EpochBatchSampler(len(images), int(params["batch_size"]), generator, policy)
+    loader = tile_loader(TileDataset(images, labels=labels), sampler, seed)
+    logger.info(
+        "Training CAM classifier on %d tiles %dx%d, %d classes (positives per class: %s), "
+        "%d epochs, device %s",
+        len(images),
+        images.shape[1],
+        images.shape[2],
+        labels.shape[1],
+        labels.sum(axis=0).astype(int).tolist(),
+        int(params["epochs"]),
+        device,
+    )
+
+    with deterministic_mode(device):
+        history = _fit_cam(model, loader, criterion, optimizer, scheduler, params, device)
+    model.eval()
+    return model, history
+
+
+def _fit_cam(
+    model: CAMClassifier,
+    loader: DataLoader,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    params: Mapping[str, Any],
+    device: torch.device,
+) -> list[dict[str, float]]:
+    """`epochs` passes over the loader, the schedule stepped after each; one history record and
+    log line (with rate) per epoch."""
+    n_epochs, n_tiles = int(params["epochs"]), len(loader.dataset)
+    history: list[dict[str, float]] = []
+    for epoch in range(1, n_epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        loss, accuracy = _train_cam_epoch(
+            model, loader, criterion, optimizer, params, device, f"CAM epoch {epoch}/{n_epochs}"
+        )
+        scheduler.step()
+        seconds = time.perf_counter() - start
+        history.append(
+            {"epoch": epoch, "loss": loss, "accuracy": accuracy, "lr": lr, "seconds": seconds}
+        )
+        logger.info(
+            "CAM epoch %d/%d: loss %.4f, accuracy %.3f, lr %.3g, %.1f tiles/s",
+            epoch,
+            n_epochs,
+            loss,
+            accuracy,
+            lr,
+            n_tiles / max(seconds, 1e-9),
+        )
+    return history
+
+
+def _cam_optimisation(
+    model: CAMClassifier, labels: np.ndarray, params: Mapping[str, Any], device: torch.device
+) -> tuple[nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """BCE criterion (with `pos_weight`), SGD and its StepLR schedule (APSAM's setup)."""
     pos_weight = bce_pos_weight(labels, params["pos_weight"])
     criterion = nn.BCEWithLogitsLoss(
         pos_weight=pos_weight.to(device) if pos_weight is not None else None
@@ -262,62 +331,31 @@ def train_cam_classifier(
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=int(params["lr_step_size"]), gamma=float(params["lr_gamma"])
     )
-    targets = torch.as_tensor(labels, dtype=torch.float32)
-    square = images.shape[1] == images.shape[2]
-    n_epochs, n = int(params["epochs"]), images.shape[0]
-    logger.info(
-        "Training CAM classifier on %d tiles %dx%d, %d classes (positives per class: %s), "
-        "%d epochs, device %s",
-        n,
-        images.shape[1],
-        images.shape[2],
-        labels.shape[1],
-        labels.sum(axis=0).astype(int).tolist(),
-        n_epochs,
-        device,
-    )
+    return criterion, optimizer, scheduler
 
-    history: list[dict[str, float]] = []
-    with deterministic_mode(device):
-        for epoch in range(1, n_epochs + 1):
-            model.train()
-            start = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            loss_sum, correct = 0.0, 0
-            batches = batch_indices(n, int(params["batch_size"]), generator)
-            for idx in progress(batches, f"CAM epoch {epoch}/{n_epochs}"):
-                x = images_to_tensor(images[idx], params["image_mean"], params["image_std"], device)
-                if params["augment"]:
-                    x = apply_per_sample(x, random_dihedral_params(len(idx), square, generator))
-                y = targets[idx].to(device)
-                logits = model(x)
-                loss = criterion(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.item() * len(idx)
-                correct += int(((logits > 0) == (y > 0.5)).sum().item())
-            scheduler.step()
-            seconds = time.perf_counter() - start
-            record = {
-                "epoch": epoch,
-                "loss": loss_sum / n,
-                "accuracy": correct / (n * labels.shape[1]),
-                "lr": lr,
-                "seconds": seconds,
-            }
-            history.append(record)
-            logger.info(
-                "CAM epoch %d/%d: loss %.4f, accuracy %.3f, lr %.3g, %.1f tiles/s",
-                epoch,
-                n_epochs,
-                record["loss"],
-                record["accuracy"],
-                lr,
-                n / max(seconds, 1e-9),
-            )
-    model.eval()
-    return model, history
+
+def _train_cam_epoch(
+    model: CAMClassifier,
+    loader: DataLoader,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    params: Mapping[str, Any],
+    device: torch.device,
+    desc: str,
+) -> tuple[float, float]:
+    """One pass over the loader; returns the mean loss per tile and the accuracy per label."""
+    model.train()
+    loss_sum, correct, n_tiles, n_labels = 0.0, 0, 0, 0
+    for batch in progress(loader, desc):
+        x = training_images(batch["image"], params, device)
+        y = batch["label"].to(device)
+        logits = model(x)
+        loss = criterion(logits, y)
+        optimiser_step(optimizer, loss)
+        loss_sum += loss.item() * len(y)
+        correct += int(((logits > 0) == (y > 0.5)).sum().item())
+        n_tiles, n_labels = n_tiles + len(y), n_labels + y.numel()
+    return loss_sum / n_tiles, correct / n_labels
 
 
 def cams_to_uint8(

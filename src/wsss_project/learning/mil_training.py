@@ -32,17 +32,24 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
 from wsss_project.contracts import HEATMAP_MAX
 from wsss_project.learning.cam_training import (
-    apply_per_sample,
     bce_pos_weight,
     check_images,
     deterministic_mode,
     flip_averaged,
     images_to_tensor,
-    random_dihedral_params,
+    optimiser_step,
     require_params,
+    training_images,
+)
+from wsss_project.learning.data import (
+    AugmentationPolicy,
+    StepBatchSampler,
+    TileDataset,
+    tile_loader,
 )
 from wsss_project.models.pixel_mil import POOLINGS, PixelMIL, mil_pool
 from wsss_project.utils.seed import seed_everything
@@ -147,8 +154,9 @@ def train_pixel_mil(
     if labels.ndim != 2 or labels.shape[0] != images.shape[0]:
         raise ValueError(f"labels must be (N, C) with N={images.shape[0]}, got {labels.shape}")
 
-    seed_everything(int(params["seed"]))
-    generator = torch.Generator().manual_seed(int(params["seed"]))
+    seed = int(params["seed"])
+    seed_everything(seed)
+    generator = torch.Generator().manual_seed(seed)
     model = build_pixel_mil(labels.shape[1], mil).to(device, memory_format=torch.channels_last)
     pos_weight = bce_pos_weight(labels, mil["pos_weight"], f"{NAMESPACE}.pos_weight")
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(mil["lr"]), weight_decay=float(mil["weight_decay"]))
@@ -156,60 +164,88 @@ def train_pixel_mil(
     steps = effective_steps(mil, images.shape[0])
     warmup = int(float(mil["warmup_fraction"]) * steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, steps))
-    targets = torch.as_tensor(labels)
     n, h, w = images.shape[:3]
-    valid_all = valid_masks(valid_sizes, h, w)
-    scale = float(mil["input_scale"])
+    policy = AugmentationPolicy((h, w), dihedral=bool(params["augment"]))
+    dataset = TileDataset(images, valid=valid_masks(valid_sizes, h, w), labels=labels)
+    loader = tile_loader(dataset, StepBatchSampler(n, batch, steps, generator, policy), seed)
     logger.info(
         "Training pixel MIL (receptive field %d px at scale %.2f, %s pooling) on %d tiles, "
         "positives per class %s, %d steps of %d, device %s",
-        model.receptive_field, scale, mil["pooling"], n, labels.sum(axis=0).astype(int).tolist(), steps, batch, device,
+        model.receptive_field, float(mil["input_scale"]), mil["pooling"], n, labels.sum(axis=0).astype(int).tolist(),
+        steps, batch, device,
     )
     criterion = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight.to(device) if pos_weight is not None else None)
-    history: list[dict[str, float]] = []
-    order, cursor = torch.randperm(n, generator=generator), 0
-    loss_sum = correct = seen = 0.0
-    started = time.perf_counter()
     with deterministic_mode(device):
         model.train()
-        for step in range(steps):
-            if cursor + batch > n:  # a new pass over the tiles in a new order
-                order, cursor = torch.randperm(n, generator=generator), 0
-            idx = order[cursor : cursor + batch].numpy()
-            cursor += batch
-            x = images_to_tensor(images[idx], params["image_mean"], params["image_std"], device)
-            valid = valid_all[idx].to(device)
-            if params["augment"]:
-                ops = random_dihedral_params(len(idx), h == w, generator)
-                x, valid = apply_per_sample(x, ops), apply_per_sample(valid, ops)
-            logits = mil_pool(
-                model(_rescale(x, scale)), _rescale_valid(valid, scale),
-                mil["pooling"], float(mil["topk_fraction"]), float(mil["lse_r"]),
-            )
-            y = targets[idx].to(device)
-            loss = criterion(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.item() * len(idx)
-            correct += float(((logits > 0) == (y > 0.5)).float().sum().item())
-            seen += len(idx)
-            if (step + 1) % int(mil["log_every"]) == 0 or step + 1 == steps:
-                seconds = time.perf_counter() - started
-                record = {
-                    "step": step + 1, "loss": loss_sum / seen, "accuracy": correct / (seen * labels.shape[1]),
-                    "lr": optimizer.param_groups[0]["lr"], "tiles_per_s": seen / max(seconds, 1e-9),
-                }
-                history.append(record)
-                logger.info(
-                    "MIL step %d/%d: loss %.4f, accuracy %.3f, lr %.2g, %.1f tiles/s",
-                    step + 1, steps, record["loss"], record["accuracy"], record["lr"], record["tiles_per_s"],
-                )
-                loss_sum = correct = seen = 0.0
-                started = time.perf_counter()
+        history = _run_mil_steps(model, loader, criterion, optimizer, scheduler, params, device)
     model.eval()
     return model, history
+
+
+class _Window:
+    """Loss, accuracy and rate over the steps since the last history record."""
+
+    def __init__(self) -> None:
+        self.loss_sum = self.correct = self.seen = 0.0
+        self.started = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss_sum += loss.item() * len(y)
+        self.correct += float(((logits > 0) == (y > 0.5)).float().sum().item())
+        self.seen += len(y)
+
+    def record(self, step: int, n_classes: int, lr: float) -> dict[str, float]:
+        seconds = time.perf_counter() - self.started
+        return {
+            "step": step, "loss": self.loss_sum / self.seen, "accuracy": self.correct / (self.seen * n_classes),
+            "lr": lr, "tiles_per_s": self.seen / max(seconds, 1e-9),
+        }
+
+
+def _run_mil_steps(
+    model: PixelMIL,
+    loader: DataLoader,
+    criterion: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    params: Mapping[str, Any],
+    device: torch.device,
+) -> list[dict[str, float]]:
+    """Every step of the loader; one history record (and log line) every `log_every` steps."""
+    mil = params["mil"]
+    steps, log_every = len(loader), int(mil["log_every"])
+    history: list[dict[str, float]] = []
+    window = _Window()
+    for step, batch in enumerate(loader, start=1):
+        y = batch["label"].to(device)
+        logits = _mil_logits(model, batch, params, device)
+        loss = criterion(logits, y)
+        optimiser_step(optimizer, loss)
+        scheduler.step()
+        window.add(loss, logits, y)
+        if step % log_every == 0 or step == steps:
+            record = window.record(step, y.shape[1], optimizer.param_groups[0]["lr"])
+            history.append(record)
+            logger.info(
+                "MIL step %d/%d: loss %.4f, accuracy %.3f, lr %.2g, %.1f tiles/s",
+                step, steps, record["loss"], record["accuracy"], record["lr"], record["tiles_per_s"],
+            )
+            window = _Window()
+    return history
+
+
+def _mil_logits(
+    model: PixelMIL, batch: Mapping[str, torch.Tensor], params: Mapping[str, Any], device: torch.device
+) -> torch.Tensor:
+    """Tile logits (B, C) of a loader batch: pixel logits pooled over each tile's scene part."""
+    mil = params["mil"]
+    scale = float(mil["input_scale"])
+    x = training_images(batch["image"], params, device)
+    valid = batch["valid"].to(device)
+    return mil_pool(
+        model(_rescale(x, scale)), _rescale_valid(valid, scale),
+        mil["pooling"], float(mil["topk_fraction"]), float(mil["lse_r"]),
+    )
 
 
 def mil_probabilities(

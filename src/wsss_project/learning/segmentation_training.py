@@ -29,18 +29,24 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
 from wsss_project.contracts import IGNORE_INDEX
 from wsss_project.learning.cam_training import (
-    apply_per_sample,
-    batch_indices,
     check_images,
     deterministic_mode,
     flip_averaged,
     images_to_tensor,
+    optimiser_step,
     progress,
-    random_dihedral_params,
     require_params,
+    training_images,
+)
+from wsss_project.learning.data import (
+    AugmentationPolicy,
+    EpochBatchSampler,
+    TileDataset,
+    tile_loader,
 )
 from wsss_project.models.resunet import ResUNet
 from wsss_project.utils.seed import seed_everything
@@ -117,28 +123,6 @@ def _check_masks(masks: np.ndarray, images: np.ndarray, n_outputs: int) -> None:
         )
 
 
-def _random_crops(
-    images: np.ndarray, masks: np.ndarray, size: int, generator: torch.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """One random size x size window per sample (same window for image and mask)."""
-    n, h, w = masks.shape
-    rows = torch.randint(0, h - size + 1, (n,), generator=generator).tolist()
-    cols = torch.randint(0, w - size + 1, (n,), generator=generator).tolist()
-    img = np.stack(
-        [
-            images[i, r : r + size, c : c + size]
-            for i, (r, c) in enumerate(zip(rows, cols, strict=True))
-        ]
-    )
-    msk = np.stack(
-        [
-            masks[i, r : r + size, c : c + size]
-            for i, (r, c) in enumerate(zip(rows, cols, strict=True))
-        ]
-    )
-    return img, msk
-
-
 def _make_optimizer(model: nn.Module, params: Mapping[str, Any]) -> torch.optim.Optimizer:
     name = str(params["optimizer"]).lower()
     classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -183,66 +167,92 @@ def train_resunet(
             f"2**depth={factor}"
         )
 
-    seed_everything(int(params["seed"]))
-    generator = torch.Generator().manual_seed(int(params["seed"]))
+    seed = int(params["seed"])
+    seed_everything(seed)
+    generator = torch.Generator().manual_seed(seed)
     model = build_resunet(n_outputs, params).to(device)
     optimizer = _make_optimizer(model, params)
-    dice_weight = float(params["dice_weight"])
-    n_epochs = int(params["epochs"])
-    valid_fraction = float((masks != IGNORE_INDEX).mean())
+    crop_size = train_h if use_crop else None
+    policy = AugmentationPolicy((h, w), crop_size, dihedral=bool(params["augment"]))
+    sampler = EpochBatchSampler(n, int(params["batch_size"]), generator, policy)
+    loader = tile_loader(TileDataset(images, masks=masks), sampler, seed)
+    _log_training_start(masks, n_outputs, crop_size, params, device)
+    with deterministic_mode(device):
+        history = _fit_resunet(model, loader, optimizer, params, device)
+    model.eval()
+    return model, history
+
+
+def _log_training_start(
+    masks: np.ndarray,
+    n_outputs: int,
+    crop_size: int | None,
+    params: Mapping[str, Any],
+    device: torch.device,
+) -> None:
+    n, h, w = masks.shape
     logger.info(
         "Training ResUNet on %d tiles %dx%d (%s), %d outputs, %.1f%% labelled pixels, "
         "%d epochs, device %s",
         n,
         h,
         w,
-        f"{train_h}px crops" if use_crop else "whole tiles",
+        f"{crop_size}px crops" if crop_size is not None else "whole tiles",
         n_outputs,
-        100 * valid_fraction,
-        n_epochs,
+        100 * float((masks != IGNORE_INDEX).mean()),
+        int(params["epochs"]),
         device,
     )
 
+
+def _fit_resunet(
+    model: ResUNet,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    params: Mapping[str, Any],
+    device: torch.device,
+) -> list[dict[str, float]]:
+    """`epochs` passes over the loader; one history record and log line (with rate) per epoch."""
+    n_epochs, n_tiles = int(params["epochs"]), len(loader.dataset)
     history: list[dict[str, float]] = []
-    with deterministic_mode(device):
-        for epoch in range(1, n_epochs + 1):
-            model.train()
-            start = time.perf_counter()
-            loss_sum = 0.0
-            for idx in progress(
-                batch_indices(n, int(params["batch_size"]), generator),
-                f"ResUNet epoch {epoch}/{n_epochs}",
-            ):
-                img, msk = images[idx], masks[idx]
-                if use_crop:
-                    img, msk = _random_crops(img, msk, train_h, generator)
-                x = images_to_tensor(img, params["image_mean"], params["image_std"], device)
-                y = torch.from_numpy(np.ascontiguousarray(msk)).to(device).long()
-                if params["augment"]:
-                    ops = random_dihedral_params(len(idx), train_h == train_w, generator)
-                    x, y = apply_per_sample(x, ops), apply_per_sample(y, ops)
-                loss = segmentation_loss(model(x), y, dice_weight)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.item() * len(idx)
-            seconds = time.perf_counter() - start
-            record = {
-                "epoch": epoch,
-                "loss": loss_sum / n,
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": seconds,
-            }
-            history.append(record)
-            logger.info(
-                "ResUNet epoch %d/%d: loss %.4f, %.1f tiles/s",
-                epoch,
-                n_epochs,
-                record["loss"],
-                n / max(seconds, 1e-9),
-            )
-    model.eval()
-    return model, history
+    for epoch in range(1, n_epochs + 1):
+        start = time.perf_counter()
+        loss = _train_resunet_epoch(
+            model, loader, optimizer, params, device, f"ResUNet epoch {epoch}/{n_epochs}"
+        )
+        seconds = time.perf_counter() - start
+        lr = optimizer.param_groups[0]["lr"]
+        history.append({"epoch": epoch, "loss": loss, "lr": lr, "seconds": seconds})
+        logger.info(
+            "ResUNet epoch %d/%d: loss %.4f, %.1f tiles/s",
+            epoch,
+            n_epochs,
+            loss,
+            n_tiles / max(seconds, 1e-9),
+        )
+    return history
+
+
+def _train_resunet_epoch(
+    model: ResUNet,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    params: Mapping[str, Any],
+    device: torch.device,
+    desc: str,
+) -> float:
+    """One pass over the loader; returns the mean loss per tile."""
+    model.train()
+    dice_weight = float(params["dice_weight"])
+    loss_sum, n_tiles = 0.0, 0
+    for batch in progress(loader, desc):
+        x = training_images(batch["image"], params, device)
+        y = batch["mask"].to(device).long()
+        loss = segmentation_loss(model(x), y, dice_weight)
+        optimiser_step(optimizer, loss)
+        loss_sum += loss.item() * len(y)
+        n_tiles += len(y)
+    return loss_sum / n_tiles
 
 
 def predict_probabilities(

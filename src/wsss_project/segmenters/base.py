@@ -20,6 +20,8 @@ import abc
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+from torchvision.ops import box_convert
 
 from wsss_project.contracts import BOX, POINT_BOX, PROMPT_MODES
 
@@ -128,8 +130,8 @@ def validate_prompts(
 
 def xywh_to_xyxy(boxes_xywh: np.ndarray) -> np.ndarray:
     """Convert ``cv2.boundingRect`` boxes ``(x0, y0, w, h)`` to ``(x0, y0, x0 + w, y0 + h)``."""
-    boxes = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+    boxes = torch.from_numpy(np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4))
+    return box_convert(boxes, in_fmt="xywh", out_fmt="xyxy").numpy()
 
 
 def prompts_for_mode(

@@ -81,19 +81,21 @@ class SamSegmenter(PromptableSegmenter):
             raise ValueError(
                 f"expected an RGB uint8 (H, W, 3) image, got {image.dtype} {image.shape}"
             )
-        if self.model.image_format != "RGB":
-            image = image[..., ::-1]
-        resized = self.predictor.transform.apply_image(image)
-        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
-        features = self.model.image_encoder(self.model.preprocess(tensor))
-        return ImageState(
+        # set_image resizes (ResizeLongestSide), reorders channels for a BGR model, normalises and
+        # pads as SAM expects (embeddings equal to the bit to the former hand-written encoding on
+        # vit_b and the tests' tiny SAM, so cached embeddings stay valid).
+        predictor = self.predictor
+        predictor.set_image(image, image_format="RGB")
+        state = ImageState(
             arrays={
-                "embedding": features.float().cpu().numpy(),
-                "original_size": np.asarray(image.shape[:2], dtype=np.int64),
-                "input_size": np.asarray(resized.shape[:2], dtype=np.int64),
+                "embedding": predictor.get_image_embedding().float().cpu().numpy(),
+                "original_size": np.asarray(predictor.original_size, dtype=np.int64),
+                "input_size": np.asarray(predictor.input_size, dtype=np.int64),
             },
             image_shape=tuple(image.shape),
         )
+        predictor.reset_image()
+        return state
 
     def _set_state(self, state: ImageState) -> None:
         """Point the predictor at a (possibly cached) embedding instead of re-encoding."""
