@@ -12,10 +12,20 @@ from wsss_project import settings
 from wsss_project.sweep_variants import SweepConfigLoader
 
 
-def _params(project, runtime_params=None) -> dict:
+def _session_params(project) -> dict:
+    """The parameters a `kedro run` in `project` gets."""
+    # kedro-mlflow opens the tracking store when the context is made; MLflow caches it per URI, so
+    # a relative one would bind later project copies in this process to this one's database.
+    (project / "conf" / "local" / "mlflow.yml").write_text(f"server:\n  mlflow_tracking_uri: sqlite:///{project / 'mlflow.db'}\n")
     bootstrap_project(project)
-    with KedroSession.create(project_path=project, runtime_params=runtime_params) as session:
+    with KedroSession.create(project_path=project) as session:
         return session.load_context().params
+
+
+def _params(project, runtime_params=None) -> dict:
+    """The parameters as the project's config loader gives them (`runtime_params` as `--params`)."""
+    loader = settings.CONFIG_LOADER_CLASS(str(project / "conf"), runtime_params=runtime_params, **settings.CONFIG_LOADER_ARGS)
+    return loader["parameters"]
 
 
 def _base(project, section: str) -> dict:
@@ -28,7 +38,7 @@ def test_settings_use_the_sweep_config_loader():
 
 def test_parameters_carry_the_configured_values(project_copy, monkeypatch):
     monkeypatch.setattr(settings, "SWEEP_VARIANTS", {"threshold_sweep": [60, 125], "prompt_ablation": ["box"]})
-    params = _params(project_copy)
+    params = _session_params(project_copy)
     assert set(params["threshold_sweep"]) == {"t060", "t125"}
     assert set(params["prompt_ablation"]) == {"box"}
     for variant, threshold in (("t060", 60), ("t125", 125)):

@@ -159,12 +159,17 @@ def test_sweep_runs_in_a_kedro_session_from_its_catalog(project_copy, monkeypatc
     built = []
     original = factory.build_segmenter
     monkeypatch.setattr(factory, "build_segmenter", lambda *args: built.append(args) or original(*args))
+    # An absolute tracking URI: MLflow caches its store per URI, so a relative one would log into
+    # the first project copy that used it in this process.
+    tracking_uri = f"sqlite:///{project_copy / 'mlflow.db'}"
+    (project_copy / "conf" / "local" / "mlflow.yml").write_text(f"server:\n  mlflow_tracking_uri: {tracking_uri}\n")
     bootstrap_project(project_copy)
     for run in ({"pipeline_name": "__default__", "to_outputs": ["prompts", "prompt_generation_resolved"]},
                 {"pipeline_name": "threshold_sweep"}):
         with KedroSession.create(project_path=project_copy, runtime_params=TINY_PARAMS) as session:
             session.run(**run)
-        mlflow.end_run()
+        while mlflow.active_run() is not None:  # kedro-mlflow leaves its runs open in this process
+            mlflow.end_run()
     assert len(built) == 1
 
     reporting = project_copy / "data" / "08_reporting"
@@ -175,3 +180,7 @@ def test_sweep_runs_in_a_kedro_session_from_its_catalog(project_copy, monkeypatc
     for variant in ("threshold_sweep/t060", "threshold_sweep/t120", "prompt_ablation/box"):
         saved = project_copy / "data" / "04_feature" / variant / "pseudo_masks"
         assert {path.stem for path in saved.glob("*.png")} == train
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs(experiment_names=["wsss_project"])
+    assert runs["metrics.threshold_sweep.t060.prompt_generation.threshold"].dropna().tolist() == [60]
+    assert runs["params.threshold_sweep.t120.prompt_generation.threshold"].dropna().tolist() == ["120"]
