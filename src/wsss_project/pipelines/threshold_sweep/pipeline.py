@@ -15,6 +15,8 @@ Every namespace shares tiles, CAMs, masks and one segmenter, built once by sam_l
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from kedro.pipeline import Pipeline, node, pipeline
 
 from wsss_project import sweep_variants
@@ -31,7 +33,7 @@ from .nodes import (
 SHARED_INPUTS = {"tiles", "cams", "tile_index", "tile_masks", "segmenter"}
 
 
-def _main_nodes(module, *names: str) -> Pipeline:
+def _main_nodes(module: ModuleType, *names: str) -> Pipeline:
     """Nodes of a main pipeline, as they are there."""
     return module.create_pipeline().only_nodes(*names)
 
