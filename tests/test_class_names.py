@@ -7,7 +7,7 @@ from toy_tiles import PROMPT_GENERATION, SAM_LABELING, toy_tiles
 
 from wsss_project.pipelines.evaluation.nodes import evaluate_cam_threshold
 from wsss_project.pipelines.prompt_generation.nodes import generate_prompts
-from wsss_project.pipelines.sam_labeling.nodes import label_tiles
+from wsss_project.pipelines.sam_labeling.nodes import build_segmenter, label_tiles
 
 NAME = "debris flow-2"
 
@@ -25,8 +25,8 @@ def test_prompts_labels_and_metrics_with_a_spaced_class_name():
     positive = set(index.loc[index[NAME] == 1, "tile_id"])
     assert set(prompts["tile_id"]) == positive  # itertuples renamed the column: no prompt at all
 
-    pseudo = {k: f() for k, f in label_tiles(tiles, cams, prompts, index, SAM_LABELING, PROMPT_GENERATION,
-                                             [NAME], "cpu").items()}
+    pseudo = label_tiles(build_segmenter(SAM_LABELING, "cpu"), tiles, cams, prompts, index, SAM_LABELING,
+                         PROMPT_GENERATION, [NAME])
     assert all((pseudo[t] == 1).any() for t in positive)
     assert all(not pseudo[t].any() for t in set(pseudo) - positive)
 

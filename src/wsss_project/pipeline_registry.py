@@ -30,6 +30,6 @@ def register_pipelines() -> dict[str, Pipeline]:
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     pipelines["prompt_ablation"] = threshold_sweep.create_prompt_ablation_pipeline()
-    # The sweep reports Fig. 5 and Table II together: both reuse the same embeddings.
-    pipelines["threshold_sweep"] = threshold_sweep.create_pipeline() + pipelines["prompt_ablation"]
+    # The sweep reports Fig. 5 and Table II together: both reuse the same segmenter and embeddings.
+    pipelines["threshold_sweep"] = threshold_sweep.create_pipeline()
     return pipelines

@@ -27,7 +27,7 @@ from kedro_runs import latest_json, latest_parquet, make_workdir, run_stages
 
 from wsss_project.pipelines.evaluation.nodes import evaluate_pseudo_labels
 from wsss_project.pipelines.prompt_generation.nodes import generate_prompts
-from wsss_project.pipelines.sam_labeling.nodes import label_tiles
+from wsss_project.pipelines.sam_labeling.nodes import build_segmenter, label_tiles
 
 STAGES = ["data_preparation", "localization", "prompt_generation", "sam_labeling",
           "segmentation_training", "supervised_reference", "evaluation"]
@@ -49,10 +49,11 @@ def _pseudo_label_iou_by_t(workdir: Path, params: dict, grid: list[int]) -> dict
         resolved, labeling = catalog.load("prompt_generation_resolved"), catalog.load("params:sam_labeling")
         classes, device = catalog.load("params:classes"), catalog.load("params:device")
     out = {}
+    segmenter = build_segmenter(labeling, device)
     for threshold in grid:
         pg = {**resolved, "threshold": threshold}
         prompts = generate_prompts(cams, index, pg, classes)
-        pseudo = label_tiles(tiles, cams, prompts, index, labeling, pg, classes, device)
+        pseudo = label_tiles(segmenter, tiles, cams, prompts, index, labeling, pg, classes)
         result = evaluate_pseudo_labels(pseudo, masks, index, classes)
         out[threshold] = {"pooled": result["iou"], **{s: v["iou"] for s, v in result["per_source"].items()}}
         print(f"T={threshold}: pseudo-label IoU " + " ".join(f"{s} {out[threshold][s]:.4f}" for s in SCOPES), flush=True)

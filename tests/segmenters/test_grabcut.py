@@ -120,6 +120,21 @@ def test_cam_guided_uses_the_prior(scene):
         segmenter.segment(state, boxes, None)
 
 
+def test_an_unset_prior_threshold_follows_t(scene):
+    image, blob = scene
+    following = GrabCutSegmenter({**PARAMS, "cam_guided": True, "prior_threshold": None})
+    state = following.embed(image)
+    boxes, _, _ = prompts_for_mode(*_blob_prompt(blob), "box")
+    prior = np.where(blob, 200, 20).astype(np.uint8)
+    with pytest.raises(ValueError, match="sam_labeling.grabcut.prior_threshold"):
+        following.segment(state, boxes, None, prior=prior)  # no T given yet
+    at_t, _ = following.at_threshold(PARAMS["prior_threshold"]).segment(state, boxes, None, prior=prior)
+    fixed, _ = GrabCutSegmenter({**PARAMS, "cam_guided": True}).segment(state, boxes, None, prior=prior)
+    np.testing.assert_array_equal(at_t, fixed)
+    unguided = GrabCutSegmenter(PARAMS)
+    assert unguided.at_threshold(150) is unguided  # the prior is not read: nothing to configure
+
+
 def test_point_only_mode(scene):
     image, blob = scene
     segmenter = GrabCutSegmenter(PARAMS)

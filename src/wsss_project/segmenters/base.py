@@ -78,6 +78,14 @@ class PromptableSegmenter(abc.ABC):
 
     name: str
 
+    def at_threshold(self, threshold: int) -> PromptableSegmenter:
+        """This segmenter for prompts made at CAM threshold T (0..255).
+
+        A backend whose settings follow T (GrabCut's unset ``prior_threshold``) returns a
+        configured copy; the rest return themselves, so one loaded model serves every T.
+        """
+        return self
+
     @abc.abstractmethod
     def embed(self, image: np.ndarray) -> ImageState:
         """Compute the reusable state of an RGB uint8 ``(H, W, 3)`` image."""

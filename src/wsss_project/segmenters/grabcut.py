@@ -74,8 +74,6 @@ def _validate_params(params: dict[str, Any]) -> dict[str, Any]:
         )
     if not isinstance(cam_guided, bool):
         raise ValueError(f"`{_PARAM_PREFIX}.cam_guided` must be true or false, got {cam_guided!r}")
-    if cam_guided and threshold is None:
-        raise ValueError(f"`{_PARAM_PREFIX}.prior_threshold` must be set when cam_guided is true")
     if threshold is not None and not 0 <= float(threshold) <= HEATMAP_MAX:
         raise ValueError(f"`{_PARAM_PREFIX}.prior_threshold` must be in 0..255, got {threshold}")
     return {
@@ -127,14 +125,23 @@ class GrabCutSegmenter(PromptableSegmenter):
 
     Args:
         params: ``sam_labeling.grabcut``: ``iterations``, ``point_radius``,
-            ``point_neighbourhood_radius``, ``cam_guided``, ``prior_threshold`` (0..255; may be
-            null when ``cam_guided`` is false).
+            ``point_neighbourhood_radius``, ``cam_guided``, ``prior_threshold`` (0..255, or null:
+            follow the prompt threshold T, see :meth:`at_threshold`).
     """
 
     name = "grabcut"
 
     def __init__(self, params: dict[str, Any]) -> None:
         self.params = _validate_params(params)
+
+    def at_threshold(self, threshold: int) -> GrabCutSegmenter:
+        """This segmenter for prompts made at T: an unset ``prior_threshold`` becomes T.
+
+        Only a CAM-guided GrabCut reads the prior threshold; otherwise it is returned unchanged.
+        """
+        if not self.params["cam_guided"] or self.params["prior_threshold"] is not None:
+            return self
+        return GrabCutSegmenter({**self.params, "prior_threshold": threshold})
 
     def embed(self, image: np.ndarray) -> ImageState:
         """GrabCut has no embedding: the state is the image itself."""
@@ -159,6 +166,11 @@ class GrabCutSegmenter(PromptableSegmenter):
         if num_prompts == 0:
             return np.zeros((0, height, width), dtype=bool), np.zeros(0, dtype=np.float32)
         if self.params["cam_guided"]:
+            if self.params["prior_threshold"] is None:
+                raise ValueError(
+                    f"`{_PARAM_PREFIX}.prior_threshold` is null (follow T) but no T was given: "
+                    "segment with at_threshold(T)"
+                )
             if prior is None:
                 raise ValueError(
                     f"`{_PARAM_PREFIX}.cam_guided` is true but no CAM prior was passed to segment()"

@@ -7,26 +7,25 @@ so the segmentation model must not learn "background" from it. `unprompted_posit
 switches that off. Pixels outside the scene (the reflected padding of border tiles, past the tile's
 valid `height` and `width`) are always 255: padding is not supervision.
 
-Masks are produced lazily: each is computed when Kedro saves it, so one tile (and one
-embedding) is in memory at a time whatever the tile count.
+The segmenter is built once per run by `build_segmenter` and passed to every `label_tiles` (the
+main pipeline's and each sweep namespace's) through a MemoryDataset that assigns, never copies.
+`label_tiles` labels every tile itself and returns the masks (one 256² uint8 mask is 64 KiB); tiles,
+CAMs and embeddings are loaded one tile at a time.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from wsss_project.imagery.labels import IGNORE_INDEX
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene
+from wsss_project.segmenters import factory
 from wsss_project.segmenters.base import ImageState, PromptableSegmenter, prompts_for_mode
 from wsss_project.segmenters.cache import EmbeddingCache, checkpoint_fingerprint
-from wsss_project.segmenters.factory import build_segmenter
 from wsss_project.tile_data import (
     Partitions,
     cam_key,
@@ -39,14 +38,6 @@ from wsss_project.tile_data import (
 logger = logging.getLogger(__name__)
 
 UNPROMPTED_POLICIES = ("ignore", "background")
-
-
-def resolve_segmenter_params(sam_labeling: dict, threshold: int) -> dict:
-    """The segmenter parameters with GrabCut's CAM prior threshold following T when unset."""
-    grabcut = dict(sam_labeling["grabcut"])
-    if grabcut.get("prior_threshold") is None:
-        grabcut["prior_threshold"] = threshold
-    return {**sam_labeling, "grabcut": grabcut}
 
 
 def merge_class_masks(
@@ -121,46 +112,14 @@ class TileLabeler:
             cache = f", cache {self.cache.hits} hits / {self.cache.misses} misses" if self.cache else ""
             logger.info("Labelled %d/%d tiles (%.1f tiles/s%s)", self.done, total, rate, cache)
 
-    def for_tile(self, tile_id: str, tiles: Partitions, cams: Partitions, classes: list[str],
-                 positive_ids: list[int], total: int, valid_size: tuple[int, int]) -> Callable[[], np.ndarray]:
-        """A loader that labels `tile_id` when called (lazy partition)."""
 
-        def compute() -> np.ndarray:
-            image = load_partition(tiles, tile_id, "tiles")
-            positive = [(k, load_partition(cams, cam_key(classes[k - 1], tile_id), "cams")) for k in positive_ids]
-            return self.label(tile_id, image, positive, total, valid_size)
+def build_segmenter(sam_labeling: dict, device: str) -> PromptableSegmenter:
+    """The run's promptable segmenter (a loaded SAM, or GrabCut), shared by every labelling node.
 
-        return compute
-
-
-_SEGMENTERS: dict[str, PromptableSegmenter] = {}
-
-
-def _model_key(params: dict, device: str) -> str:
-    """What identifies the model: SAM's checkpoint file (content stamp), or GrabCut's settings."""
-    sam = params.get("sam") or {}
-    uses_sam = params["segmenter"] == "sam" or (params["segmenter"] == "auto" and sam.get("checkpoint"))
-    if not uses_sam:
-        return json.dumps({"grabcut": params["grabcut"]}, sort_keys=True, default=str)
-    stamp = None
-    if sam.get("checkpoint") and Path(sam["checkpoint"]).is_file():
-        stat = Path(sam["checkpoint"]).stat()
-        stamp = (stat.st_size, stat.st_mtime_ns)
-    return json.dumps({"sam": sam, "stamp": stamp, "device": str(device)}, sort_keys=True, default=str)
-
-
-def shared_segmenter(params: dict, device: str) -> PromptableSegmenter:
-    """The segmenter for these parameters, built once per process.
-
-    Every threshold and prompt-mode namespace labels with the same model: loading a SAM checkpoint
-    costs seconds, decoding a tile's prompts from a cached embedding a fraction of one. A changed
-    checkpoint file (size or modification time) builds a new one.
+    Loading a SAM checkpoint costs seconds, decoding a tile's prompts from a cached embedding a
+    fraction of one: every threshold and prompt-mode namespace labels with this one object.
     """
-    key = _model_key(params, device)
-    if key not in _SEGMENTERS:
-        _SEGMENTERS.clear()  # one model in memory at a time
-        _SEGMENTERS[key] = build_segmenter(params, device)
-    return _SEGMENTERS[key]
+    return factory.build_segmenter(sam_labeling, device)
 
 
 def build_embedding_cache(sam_labeling: dict, segmenter: PromptableSegmenter) -> EmbeddingCache | None:
@@ -173,24 +132,25 @@ def build_embedding_cache(sam_labeling: dict, segmenter: PromptableSegmenter) ->
 
 
 def label_tiles(
-    tiles: Partitions, cams: Partitions, prompts: pd.DataFrame, tile_index: pd.DataFrame,
-    sam_labeling: dict, prompt_generation: dict, classes: list[str], device: str,
-) -> dict[str, Callable[[], np.ndarray]]:
-    """A pseudo-mask for every tile of the prompted splits (computed lazily at save time).
+    segmenter: PromptableSegmenter, tiles: Partitions, cams: Partitions, prompts: pd.DataFrame,
+    tile_index: pd.DataFrame, sam_labeling: dict, prompt_generation: dict, classes: list[str],
+) -> dict[str, np.ndarray]:
+    """A pseudo-mask for every tile of the prompted splits.
 
     Each mask is 255 past its tile's valid `height` and `width` (the padding outside the scene).
     """
-    params = resolve_segmenter_params(sam_labeling, int(prompt_generation["threshold"]))
-    segmenter = shared_segmenter(params, device)
+    segmenter = segmenter.at_threshold(int(prompt_generation["threshold"]))
     labeler = TileLabeler(
-        segmenter, prompts, params["prompt_mode"], params["unprompted_positive"], build_embedding_cache(params, segmenter)
+        segmenter, prompts, sam_labeling["prompt_mode"], sam_labeling["unprompted_positive"],
+        build_embedding_cache(sam_labeling, segmenter),
     )
-    selected = tiles_of_split(tile_index, prompt_generation["splits"])
-    logger.info("Labelling %d tiles with %s, prompt mode %s", len(selected), segmenter.name, params["prompt_mode"])
-    return {
-        tile["tile_id"]: labeler.for_tile(
-            tile["tile_id"], tiles, cams, classes, positive_class_ids(tile, classes), len(selected),
-            (int(tile["height"]), int(tile["width"])),
-        )
-        for tile in tile_rows(selected)
-    }
+    selected = tile_rows(tiles_of_split(tile_index, prompt_generation["splits"]))
+    logger.info("Labelling %d tiles with %s, prompt mode %s", len(selected), segmenter.name, sam_labeling["prompt_mode"])
+    masks = {}
+    for tile in selected:
+        tile_id = tile["tile_id"]
+        image = load_partition(tiles, tile_id, "tiles")
+        positive = [(k, load_partition(cams, cam_key(classes[k - 1], tile_id), "cams"))
+                    for k in positive_class_ids(tile, classes)]
+        masks[tile_id] = labeler.label(tile_id, image, positive, len(selected), (int(tile["height"]), int(tile["width"])))
+    return masks

@@ -1,19 +1,20 @@
-"""sam_labeling pipeline."""
+"""sam_labeling pipeline: the run's segmenter, built once, then one pseudo-mask per prompted tile."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import label_tiles
+from .nodes import build_segmenter, label_tiles
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
+            node(build_segmenter, ["params:sam_labeling", "params:device"], "segmenter", name="build_segmenter"),
             node(
                 label_tiles,
-                ["tiles", "cams", "prompts", "tile_index", "params:sam_labeling",
-                 "prompt_generation_resolved", "params:classes", "params:device"],
+                ["segmenter", "tiles", "cams", "prompts", "tile_index", "params:sam_labeling",
+                 "prompt_generation_resolved", "params:classes"],
                 "pseudo_masks",
                 name="label_tiles",
-            )
+            ),
         ]
     )

@@ -1,61 +1,39 @@
-"""Nodes of threshold_sweep and prompt_ablation: per-variant parameters, and the gathered tables."""
+"""Nodes of threshold_sweep and prompt_ablation: what a variant adds to the main pipeline's
+nodes (empty positive tiles, its table row), and the gathered tables."""
 
 from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from wsss_project.pipelines.evaluation.nodes import evaluate_pseudo_labels
+from wsss_project.imagery.labels import IGNORE_INDEX
 from wsss_project.reporting.figures import prompt_ablation_bars, threshold_curve
+from wsss_project.tile_data import Partitions, load_partition, tiles_of_split
 
 logger = logging.getLogger(__name__)
 
 TABLE_METRICS = ("oa", "precision", "recall", "f1", "iou")
 
 
-def with_threshold(prompt_generation: dict, threshold: int) -> dict:
-    """The prompt_generation parameters with T replaced by this namespace's value."""
-    return {**prompt_generation, "threshold": int(threshold)}
-
-
-def with_prompt_mode(sam_labeling: dict, prompt_mode: str) -> dict:
-    """The sam_labeling parameters with this namespace's prompt mode."""
-    return {**sam_labeling, "prompt_mode": prompt_mode}
-
-
-def evaluate_variant(
-    pseudo_masks: dict, tile_masks: dict, tile_index: pd.DataFrame, classes: list[str]
-) -> tuple[dict, int]:
-    """Pseudo-label metrics and the number of positive tiles left with an empty mask, in one pass.
-
-    A variant's pseudo-masks are lazy (computed when loaded); one pass decodes each tile once.
-    """
-    positive = set(tile_index.loc[tile_index[classes].sum(axis=1) > 0, "tile_id"])
+def count_empty_positive_tiles(pseudo_masks: Partitions, tile_index: pd.DataFrame, classes: list[str]) -> int:
+    """How many train tiles labelled positive for some class got a pseudo-mask without a class pixel
+    (the tiles the sweep's metrics measure)."""
+    train = tiles_of_split(tile_index, "train")
     empty = 0
-
-    def counting(tile_id: str, load):
-        def compute() -> np.ndarray:
-            nonlocal empty
-            mask = load() if callable(load) else load
-            if tile_id in positive and not ((mask > 0) & (mask < 255)).any():
-                empty += 1
-            return mask
-
-        return compute
-
-    metrics = evaluate_pseudo_labels(
-        {tile_id: counting(tile_id, load) for tile_id, load in pseudo_masks.items()}, tile_masks, tile_index, classes
-    )
-    return metrics, empty
+    for tile_id in train.loc[train[classes].sum(axis=1) > 0, "tile_id"]:
+        mask = load_partition(pseudo_masks, tile_id, "pseudo_masks")
+        empty += int(not ((mask > 0) & (mask < IGNORE_INDEX)).any())
+    return empty
 
 
-def sweep_row(pseudo_metrics: dict, cam_metrics: dict, prompts: pd.DataFrame, n_empty: int, threshold: int) -> dict:
+def sweep_row(
+    pseudo_metrics: dict, cam_metrics: dict, prompts: pd.DataFrame, n_empty: int, prompt_generation: dict
+) -> dict:
     """One row of the sweep table: the pseudo-labels' metrics at T, and the CAM > T baseline's."""
     return {
-        "T": int(threshold),
+        "T": int(prompt_generation["threshold"]),
         **{key: pseudo_metrics[key] for key in TABLE_METRICS},
         "n_prompts": len(prompts),
         "n_empty_tiles": int(n_empty),
@@ -84,9 +62,13 @@ def gather_threshold_sweep(*rows: dict) -> tuple[pd.DataFrame, Figure, dict]:
     return table, threshold_curve(table), curves
 
 
-def ablation_row(prompt_generation: dict, pseudo_metrics: dict, prompt_mode: str) -> dict:
+def ablation_row(pseudo_metrics: dict, sam_labeling: dict, prompt_generation: dict) -> dict:
     """One row of the prompt ablation table (APSAM Table II)."""
-    return {"prompt_mode": prompt_mode, "T": int(prompt_generation["threshold"]), **{k: pseudo_metrics[k] for k in TABLE_METRICS}}
+    return {
+        "prompt_mode": sam_labeling["prompt_mode"],
+        "T": int(prompt_generation["threshold"]),
+        **{key: pseudo_metrics[key] for key in TABLE_METRICS},
+    }
 
 
 def gather_prompt_ablation(*rows: dict) -> tuple[pd.DataFrame, Figure, dict]:

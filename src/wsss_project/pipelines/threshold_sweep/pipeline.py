@@ -1,110 +1,101 @@
-"""threshold_sweep: one namespace per T (`threshold_sweep.t050` ...), built from the same
-prompt_generation -> sam_labeling -> evaluation nodes, and a gather node.
+"""threshold_sweep and prompt_ablation: the main pipeline's nodes once per variant namespace, and
+a gather node per table.
 
-The T values live here, not in parameters, because Kedro builds pipelines before it reads
-configuration. The ablation runs at the run's resolved T (`prompt_generation_resolved`: chosen
-by `threshold: auto` or given). Every namespace shares tiles, CAMs, masks and the segmenter parameters; SAM image
-embeddings are cached on disk, so only the first namespace pays for them.
+The variants are declared in settings.SWEEP_VARIANTS (see sweep_variants.py, which names the
+namespaces and gives each its parameters):
+- `threshold_sweep.t050` ...: prompt_generation -> label_tiles -> the evaluation of CAM > T and of
+  the pseudo-labels, with `params:threshold_sweep.t050.prompt_generation` (T = 50);
+- `prompt_ablation.box` ...: label_tiles -> the evaluation of the pseudo-labels, with
+  `params:prompt_ablation.box.sam_labeling`, on the run's prompts at its resolved T
+  (`prompts`, `prompt_generation_resolved`).
+Every namespace shares tiles, CAMs, masks and one segmenter, built once by sam_labeling's
+`build_segmenter`. Each namespace's nodes carry its name as a tag, and so does that node, so
+`--tags threshold_sweep.t090` runs one variant with the segmenter it needs.
 """
 
 from __future__ import annotations
 
-from functools import partial, update_wrapper
+from types import ModuleType
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from wsss_project.pipelines.evaluation.nodes import evaluate_cam_threshold
-from wsss_project.pipelines.prompt_generation.nodes import generate_prompts
-from wsss_project.pipelines.sam_labeling.nodes import label_tiles
+from wsss_project import sweep_variants
+from wsss_project.pipelines import evaluation, prompt_generation, sam_labeling
 
 from .nodes import (
     ablation_row,
-    evaluate_variant,
+    count_empty_positive_tiles,
     gather_prompt_ablation,
     gather_threshold_sweep,
     sweep_row,
-    with_prompt_mode,
-    with_threshold,
 )
 
-SWEEP_THRESHOLDS = tuple(range(50, 171, 10))  # APSAM Fig. 5: T = 50..170, step 10
-PROMPT_MODES = ("point_box", "box", "point")  # APSAM Table II
-SHARED_INPUTS = {"tiles", "cams", "tile_index", "tile_masks", "prompt_generation_resolved"}
-SHARED_PARAMS = {"params:classes", "params:device", "params:sam_labeling"}
+SHARED_INPUTS = {"tiles", "cams", "tile_index", "tile_masks", "segmenter"}
 
 
-def _bound(function, **kwargs):
-    """functools.partial that keeps the function's name, for Kedro node names and Viz."""
-    return update_wrapper(partial(function, **kwargs), function)
+def _main_nodes(module: ModuleType, *names: str) -> Pipeline:
+    """Nodes of a main pipeline, as they are there."""
+    return module.create_pipeline().only_nodes(*names)
 
 
-def _labelling_and_evaluation(pg_params: str, sl_params: str) -> list:
-    """prompts -> pseudo-masks -> metrics for one variant's prompt_generation and sam_labeling params."""
-    return [
-        node(generate_prompts, ["cams", "tile_index", pg_params, "params:classes"], "prompts", name="generate_prompts"),
-        node(
-            label_tiles,
-            ["tiles", "cams", "prompts", "tile_index", sl_params, pg_params, "params:classes", "params:device"],
-            "pseudo_masks",
-            name="label_tiles",
-        ),
-        node(evaluate_variant, ["pseudo_masks", "tile_masks", "tile_index", "params:classes"],
-             ["pseudo_label_metrics", "n_empty_tiles"], name="evaluate_variant"),
-    ]
-
-
-def _sweep_namespace(threshold: int) -> Pipeline:
+def _threshold_namespace(namespace: str) -> Pipeline:
     body = pipeline(
         [
-            node(_bound(with_threshold, threshold=threshold), "prompt_generation_resolved", "pg_params",
-                 name="set_threshold"),
-            *_labelling_and_evaluation("pg_params", "params:sam_labeling"),
-            node(evaluate_cam_threshold, ["cams", "tile_masks", "tile_index", "pg_params", "params:classes"],
-                 "cam_threshold_metrics", name="evaluate_cam_threshold"),
-            node(_bound(sweep_row, threshold=threshold),
-                 ["pseudo_label_metrics", "cam_threshold_metrics", "prompts", "n_empty_tiles"],
-                 "row", name="sweep_row"),
+            prompt_generation.create_pipeline(),
+            _main_nodes(sam_labeling, "label_tiles"),
+            _main_nodes(evaluation, "evaluate_cam_threshold", "evaluate_pseudo_labels"),
+            node(count_empty_positive_tiles, ["pseudo_masks", "tile_index", "params:classes"], "n_empty_tiles",
+                 name="count_empty_positive_tiles"),
+            node(sweep_row, ["pseudo_label_metrics", "cam_threshold_metrics", "prompts", "n_empty_tiles",
+                             "prompt_generation_resolved"], "row", name="sweep_row"),
         ]
     )
-    return pipeline(body, namespace=f"threshold_sweep.t{threshold:03d}", inputs=SHARED_INPUTS, parameters=SHARED_PARAMS)
+    # params:prompt_generation becomes params:<namespace>.prompt_generation; the rest is shared.
+    return pipeline(body, namespace=namespace, inputs=SHARED_INPUTS,
+                    parameters={"params:classes", "params:sam_labeling"}, tags=namespace)
 
 
-def create_pipeline(thresholds: tuple[int, ...] = SWEEP_THRESHOLDS, **kwargs) -> Pipeline:
-    namespaces = [_sweep_namespace(t) for t in thresholds]
-    gather = pipeline(
-        [
-            node(
-                gather_threshold_sweep,
-                [f"threshold_sweep.t{t:03d}.row" for t in thresholds],
-                ["threshold_sweep_table", "threshold_sweep_figure", "threshold_sweep_mlflow"],
-                name="gather_threshold_sweep",
-            )
-        ]
-    )
-    return sum(namespaces, Pipeline([])) + gather
-
-
-def _ablation_namespace(mode: str) -> Pipeline:
+def _ablation_namespace(namespace: str) -> Pipeline:
     body = pipeline(
         [
-            node(_bound(with_prompt_mode, prompt_mode=mode), "params:sam_labeling", "sl_params", name="set_prompt_mode"),
-            *_labelling_and_evaluation("prompt_generation_resolved", "sl_params"),
-            node(_bound(ablation_row, prompt_mode=mode), ["prompt_generation_resolved", "pseudo_label_metrics"],
-                 "row", name="ablation_row"),
+            _main_nodes(sam_labeling, "label_tiles"),
+            _main_nodes(evaluation, "evaluate_pseudo_labels"),
+            node(ablation_row, ["pseudo_label_metrics", "params:sam_labeling", "prompt_generation_resolved"], "row",
+                 name="ablation_row"),
         ]
     )
-    return pipeline(body, namespace=f"prompt_ablation.{mode}", inputs=SHARED_INPUTS, parameters=SHARED_PARAMS)
+    # params:sam_labeling becomes params:<namespace>.sam_labeling; prompts and T are the run's.
+    return pipeline(body, namespace=namespace, inputs=SHARED_INPUTS | {"prompts", "prompt_generation_resolved"},
+                    parameters={"params:classes"}, tags=namespace)
 
 
-def create_prompt_ablation_pipeline(modes: tuple[str, ...] = PROMPT_MODES) -> Pipeline:
-    gather = pipeline(
-        [
-            node(
-                gather_prompt_ablation,
-                [f"prompt_ablation.{m}.row" for m in modes],
-                ["prompt_ablation_table", "prompt_ablation_figure", "prompt_ablation_mlflow"],
-                name="gather_prompt_ablation",
-            )
-        ]
-    )
-    return sum((_ablation_namespace(m) for m in modes), Pipeline([])) + gather
+def _with_segmenter(variants: Pipeline) -> Pipeline:
+    """The variants and the one segmenter they share, tagged with every variant's namespace."""
+    namespaces = sorted({n.namespace for n in variants.nodes if n.namespace})
+    return variants + pipeline(_main_nodes(sam_labeling, "build_segmenter"), tags=namespaces)
+
+
+def _threshold_sweep() -> Pipeline:
+    namespaces = sweep_variants.threshold_namespaces()
+    gather = node(gather_threshold_sweep, [f"{ns}.row" for ns in namespaces],
+                  ["threshold_sweep_table", "threshold_sweep_figure", "threshold_sweep_mlflow"],
+                  name="gather_threshold_sweep")
+    return pipeline([*(_threshold_namespace(ns) for ns in namespaces), gather])
+
+
+def _prompt_ablation() -> Pipeline:
+    namespaces = sweep_variants.ablation_namespaces()
+    gather = node(gather_prompt_ablation, [f"{ns}.row" for ns in namespaces],
+                  ["prompt_ablation_table", "prompt_ablation_figure", "prompt_ablation_mlflow"],
+                  name="gather_prompt_ablation")
+    return pipeline([*(_ablation_namespace(ns) for ns in namespaces), gather])
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """The threshold sweep and the prompt ablation: both reuse the same segmenter and embeddings."""
+    return _with_segmenter(_threshold_sweep() + _prompt_ablation())
+
+
+def create_prompt_ablation_pipeline(**kwargs) -> Pipeline:
+    """The prompt ablation alone."""
+    return _with_segmenter(_prompt_ablation())
