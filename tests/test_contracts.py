@@ -233,15 +233,6 @@ RULES: dict[str, tuple[Rule, str]] = {
     "fingerprint": (fingerprint_repeated, "utils/fingerprint.py"),
 }
 
-# Modules other helpers of issue 11 are rewriting at the same time; each entry must be dropped
-# once that module imports from the owner (test_no_stale_pending_entries says when).
-PENDING: dict[tuple[str, str], str] = {
-    ("contract names", "pipelines/threshold_sweep/nodes.py"): "TABLE_METRICS -> contracts.SUMMARY_METRICS",
-    ("ignore value", "pipelines/threshold_sweep/nodes.py"): "mask < 255 -> contracts.IGNORE_INDEX",
-    ("contract names", "pipelines/threshold_sweep/pipeline.py"): "PROMPT_MODES -> contracts.PROMPT_MODES",
-    ("segmenter rule", "pipelines/sam_labeling/nodes.py"): "_model_key -> factory.resolve_segmenter_name",
-    ("fingerprint", "pipelines/sam_labeling/nodes.py"): "_model_key's stamp -> fingerprint.checkpoint_fingerprint",
-}
 
 
 def _modules() -> list[Path]:
@@ -263,16 +254,9 @@ def _findings(rule: Rule, owner: str) -> dict[str, list[Finding]]:
 @pytest.mark.parametrize("name", RULES)
 def test_one_owner(name):
     rule, owner = RULES[name]
-    found = {path: hits for path, hits in _findings(rule, owner).items() if (name, path) not in PENDING}
+    found = _findings(rule, owner)
     report = "\n".join(f"  {path}:{line}: {what}" for path, hits in found.items() for line, what in hits)
     assert not found, f"{name} belongs to {owner} only; found elsewhere:\n{report}"
-
-
-@pytest.mark.parametrize("entry", PENDING)
-def test_no_stale_pending_entries(entry):
-    name, path = entry
-    rule, owner = RULES[name]
-    assert path in _findings(rule, owner), f"{path} no longer breaks '{name}': remove it from PENDING"
 
 
 def test_the_scan_sees_the_package():

@@ -1,5 +1,6 @@
 """Project settings. https://docs.kedro.org/en/stable/kedro_project_setup/settings.html"""
 
+from wsss_project.contracts import BOX, POINT, POINT_BOX
 from wsss_project.sweep_variants import SweepConfigLoader
 
 # OmegaConfigLoader, plus the parameters of the variant namespaces below (see sweep_variants.py).
@@ -15,7 +16,7 @@ SWEEP_VARIANTS = {
     # Prompt thresholds T on the 0..255 heatmap (APSAM Fig. 5): threshold_sweep.t050 ... t170.
     "threshold_sweep": [50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150, 160, 170],
     # SAM prompt modes, each at the run's resolved T (APSAM Table II): prompt_ablation.point_box ...
-    "prompt_ablation": ["point_box", "box", "point"],
+    "prompt_ablation": [POINT_BOX, BOX, POINT],
 }
 
 from wsss_project.hooks import MlflowRunTagsHook  # noqa: E402

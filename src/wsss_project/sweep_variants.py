@@ -23,7 +23,7 @@ from typing import Any
 from kedro.config import OmegaConfigLoader
 
 from wsss_project.geometry.thresholds import N_LEVELS
-from wsss_project.segmenters.base import PROMPT_MODES
+from wsss_project.contracts import PROMPT_MODES
 
 SETTING = "SWEEP_VARIANTS"
 THRESHOLD_SWEEP = "threshold_sweep"

@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# cam_key is re-exported: pipelines that load CAMs import it with the other tile helpers
-from wsss_project.contracts import SPLITS, cam_key  # noqa: F401
+from wsss_project.contracts import SPLITS
 
 Partitions = Mapping[str, Any]  # PartitionedDataset: key -> loader callable (or an array in memory)
 

@@ -37,7 +37,8 @@ from wsss_project.pipelines.localization.nodes import (
     train_cam_model,
 )
 from wsss_project.pipelines.prompt_generation.nodes import resolve_prompt_generation
-from wsss_project.tile_data import cam_key, load_partition, tiles_of_split
+from wsss_project.contracts import cam_key
+from wsss_project.tile_data import load_partition, tiles_of_split
 
 DEFAULT_CONFIGS = [{"method": "mil"}, {"method": "mil", "mil": {"width": 16}}, {"method": "cam_classifier"}]
 AP_SAMPLE = 0.05  # share of test pixels sampled for average precision (fixed seed)

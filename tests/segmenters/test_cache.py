@@ -6,11 +6,8 @@ import numpy as np
 import pytest
 
 from wsss_project.segmenters.base import ImageState
-from wsss_project.segmenters.cache import (
-    EmbeddingCache,
-    checkpoint_fingerprint,
-    params_fingerprint,
-)
+from wsss_project.segmenters.cache import EmbeddingCache
+from wsss_project.utils.fingerprint import checkpoint_fingerprint, params_fingerprint
 
 MODEL_KEY = "a" * 64
 

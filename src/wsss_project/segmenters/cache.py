@@ -17,12 +17,7 @@ import numpy as np
 
 from wsss_project.utils.atomic import atomic_path
 
-# checkpoint_ and params_fingerprint are the model keys callers build a cache with: importable here
-from wsss_project.utils.fingerprint import (  # noqa: F401
-    array_fingerprint,
-    checkpoint_fingerprint,
-    params_fingerprint,
-)
+from wsss_project.utils.fingerprint import array_fingerprint
 
 from .base import ImageState
 
@@ -37,7 +32,7 @@ class EmbeddingCache:
     Args:
         directory: root folder of the cache (created if missing).
         model_key: identifies the model that computes the states, e.g.
-            :func:`checkpoint_fingerprint` or :func:`params_fingerprint`.
+            :func:`~wsss_project.utils.fingerprint.checkpoint_fingerprint` or ``params_fingerprint``.
     """
 
     def __init__(self, directory: str | Path, model_key: str) -> None:

@@ -21,14 +21,14 @@ import time
 import numpy as np
 import pandas as pd
 
-from wsss_project.imagery.labels import IGNORE_INDEX
+from wsss_project.contracts import IGNORE_INDEX, cam_key
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene
 from wsss_project.segmenters import factory
 from wsss_project.segmenters.base import ImageState, PromptableSegmenter, prompts_for_mode
-from wsss_project.segmenters.cache import EmbeddingCache, checkpoint_fingerprint
+from wsss_project.segmenters.cache import EmbeddingCache
+from wsss_project.utils.fingerprint import checkpoint_fingerprint
 from wsss_project.tile_data import (
     Partitions,
-    cam_key,
     load_partition,
     positive_class_ids,
     tile_rows,

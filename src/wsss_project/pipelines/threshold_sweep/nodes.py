@@ -8,19 +8,17 @@ import logging
 import pandas as pd
 from matplotlib.figure import Figure
 
-from wsss_project.imagery.labels import IGNORE_INDEX
+from wsss_project.contracts import F1, IGNORE_INDEX, IOU, SUMMARY_METRICS, TRAIN_SPLIT
 from wsss_project.reporting.figures import prompt_ablation_bars, threshold_curve
 from wsss_project.tile_data import Partitions, load_partition, tiles_of_split
 
 logger = logging.getLogger(__name__)
 
-TABLE_METRICS = ("oa", "precision", "recall", "f1", "iou")
-
 
 def count_empty_positive_tiles(pseudo_masks: Partitions, tile_index: pd.DataFrame, classes: list[str]) -> int:
     """How many train tiles labelled positive for some class got a pseudo-mask without a class pixel
     (the tiles the sweep's metrics measure)."""
-    train = tiles_of_split(tile_index, "train")
+    train = tiles_of_split(tile_index, TRAIN_SPLIT)
     empty = 0
     for tile_id in train.loc[train[classes].sum(axis=1) > 0, "tile_id"]:
         mask = load_partition(pseudo_masks, tile_id, "pseudo_masks")
@@ -34,11 +32,11 @@ def sweep_row(
     """One row of the sweep table: the pseudo-labels' metrics at T, and the CAM > T baseline's."""
     return {
         "T": int(prompt_generation["threshold"]),
-        **{key: pseudo_metrics[key] for key in TABLE_METRICS},
+        **{key: pseudo_metrics[key] for key in SUMMARY_METRICS},
         "n_prompts": len(prompts),
         "n_empty_tiles": int(n_empty),
-        "cam_threshold_f1": cam_metrics["f1"],
-        "cam_threshold_iou": cam_metrics["iou"],
+        "cam_threshold_f1": cam_metrics[F1],
+        "cam_threshold_iou": cam_metrics[IOU],
     }
 
 
@@ -49,16 +47,16 @@ def gather_threshold_sweep(*rows: dict) -> tuple[pd.DataFrame, Figure, dict]:
     `oracle_best_T` (a ceiling for label-free rules such as `threshold: auto`), never used as a setting.
     """
     table = pd.DataFrame(list(rows)).sort_values("T").reset_index(drop=True)
-    best = table.loc[table["iou"].idxmax()]
+    best = table.loc[table[IOU].idxmax()]
     table["oracle_best_T"] = int(best["T"])
     logger.info("Threshold sweep:\n%s\noracle_best_T (by IoU against masks): %d (IoU %.4f)",
-                table.to_string(index=False), best["T"], best["iou"])
+                table.to_string(index=False), best["T"], best[IOU])
     curves = {
         f"threshold_sweep.{key}": [{"value": float(v), "step": int(t)} for t, v in zip(table["T"], table[key], strict=True)]
-        for key in (*TABLE_METRICS, "cam_threshold_iou", "n_prompts")
+        for key in (*SUMMARY_METRICS, "cam_threshold_iou", "n_prompts")
     }
     curves["threshold_sweep.oracle_best_T"] = {"value": float(best["T"]), "step": 0}
-    curves["threshold_sweep.oracle_best_iou"] = {"value": float(best["iou"]), "step": 0}
+    curves["threshold_sweep.oracle_best_iou"] = {"value": float(best[IOU]), "step": 0}
     return table, threshold_curve(table), curves
 
 
@@ -67,7 +65,7 @@ def ablation_row(pseudo_metrics: dict, sam_labeling: dict, prompt_generation: di
     return {
         "prompt_mode": sam_labeling["prompt_mode"],
         "T": int(prompt_generation["threshold"]),
-        **{key: pseudo_metrics[key] for key in TABLE_METRICS},
+        **{key: pseudo_metrics[key] for key in SUMMARY_METRICS},
     }
 
 
@@ -78,6 +76,6 @@ def gather_prompt_ablation(*rows: dict) -> tuple[pd.DataFrame, Figure, dict]:
     metrics = {
         f"prompt_ablation.{row.prompt_mode}.{key}": {"value": float(getattr(row, key)), "step": 0}
         for row in table.itertuples(index=False)
-        for key in TABLE_METRICS
+        for key in SUMMARY_METRICS
     }
     return table, prompt_ablation_bars(table), metrics
