@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from wsss_project.errors import UserInputError
 from wsss_project.learning.cam_training import (
     CAM_ARCH_KEYS,
     CAM_TRAIN_KEYS,
@@ -182,7 +183,7 @@ def test_build_without_loading_ignores_the_file(tmp_path):
     }
     model = build_cam_classifier(1, params, load_pretrained=False)
     assert model.backbone == "resnet18"
-    with pytest.raises(FileNotFoundError, match="localization.pretrained_backbone"):
+    with pytest.raises(UserInputError, match="localization.pretrained_backbone"):
         build_cam_classifier(1, params)
 
 

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from wsss_project.errors import UserInputError
 from wsss_project.models.cam_classifier import CAMClassifier
 from wsss_project.utils.seed import seed_everything
 
@@ -219,7 +220,7 @@ def bce_pos_weight(
         return torch.tensor(weight, dtype=torch.float32)
     if isinstance(setting, int | float) and not isinstance(setting, bool) and setting > 0:
         return torch.full((labels.shape[1],), float(setting), dtype=torch.float32)
-    raise ValueError(
+    raise UserInputError(
         f"{parameter} must be null, 'balanced' or a positive number, got {setting!r}"
     )
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from wsss_project.errors import UserInputError
 from wsss_project.utils.device import resolve_device
 
 from .base import PromptableSegmenter
@@ -38,7 +39,7 @@ def build_segmenter(params: dict[str, Any], device: torch.device | str) -> Promp
     """
     choice = _section(params, "segmenter")
     if choice not in SEGMENTERS:
-        raise ValueError(
+        raise UserInputError(
             f"parameter `sam_labeling.segmenter` must be one of {list(SEGMENTERS)}, got {choice!r}"
         )
     if choice == "auto":

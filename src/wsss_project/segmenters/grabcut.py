@@ -27,6 +27,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from wsss_project.errors import UserInputError
+
 from .base import ImageState, PromptableSegmenter, validate_prompts
 
 logger = logging.getLogger(__name__)
@@ -62,20 +64,20 @@ def _validate_params(params: dict[str, Any]) -> dict[str, Any]:
     cam_guided = _require(params, "cam_guided")
     threshold = _require(params, "prior_threshold")
     if iterations < 1:
-        raise ValueError(f"`{_PARAM_PREFIX}.iterations` must be >= 1, got {iterations}")
+        raise UserInputError(f"`{_PARAM_PREFIX}.iterations` must be >= 1, got {iterations}")
     if point_radius < 0:
-        raise ValueError(f"`{_PARAM_PREFIX}.point_radius` must be >= 0, got {point_radius}")
+        raise UserInputError(f"`{_PARAM_PREFIX}.point_radius` must be >= 0, got {point_radius}")
     if neighbourhood < point_radius:
-        raise ValueError(
+        raise UserInputError(
             f"`{_PARAM_PREFIX}.point_neighbourhood_radius` ({neighbourhood}) must be >= "
             f"`{_PARAM_PREFIX}.point_radius` ({point_radius})"
         )
     if not isinstance(cam_guided, bool):
-        raise ValueError(f"`{_PARAM_PREFIX}.cam_guided` must be true or false, got {cam_guided!r}")
+        raise UserInputError(f"`{_PARAM_PREFIX}.cam_guided` must be true or false, got {cam_guided!r}")
     if cam_guided and threshold is None:
-        raise ValueError(f"`{_PARAM_PREFIX}.prior_threshold` must be set when cam_guided is true")
+        raise UserInputError(f"`{_PARAM_PREFIX}.prior_threshold` must be set when cam_guided is true")
     if threshold is not None and not 0 <= float(threshold) <= 255:
-        raise ValueError(f"`{_PARAM_PREFIX}.prior_threshold` must be in 0..255, got {threshold}")
+        raise UserInputError(f"`{_PARAM_PREFIX}.prior_threshold` must be in 0..255, got {threshold}")
     return {
         "iterations": iterations,
         "point_radius": point_radius,

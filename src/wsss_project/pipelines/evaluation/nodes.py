@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from wsss_project.errors import UserInputError
 from wsss_project.evaluation.metrics import ConfusionAccumulator
 from wsss_project.imagery.labels import IGNORE_INDEX
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene, owned_masks, stitch_mean
@@ -160,7 +161,7 @@ def scene_ground_truth(tile_masks: Partitions, scene_tiles: pd.DataFrame, height
     )
     stitched = stitch_mean(pieces, height, width)
     if np.isnan(stitched).any():
-        raise ValueError("test tiles do not cover their scene: rerun data_preparation")
+        raise UserInputError("test tiles do not cover their scene: rerun data_preparation")
     return stitched.astype(np.uint8)
 
 
@@ -177,7 +178,7 @@ def _evaluate_test_scenes(
         )
         stored = load_partition(predictions, scene.scene_id, dataset)
         if stored.shape != target.shape:
-            raise ValueError(
+            raise UserInputError(
                 f"`{dataset}` of {scene.scene_id} is {stored.shape}, its scene is {target.shape}: "
                 "rerun the pipeline that writes it"
             )

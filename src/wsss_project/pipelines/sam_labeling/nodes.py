@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from wsss_project.errors import UserInputError
 from wsss_project.imagery.labels import IGNORE_INDEX
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene
 from wsss_project.segmenters.base import ImageState, PromptableSegmenter, prompts_for_mode
@@ -74,7 +75,7 @@ class TileLabeler:
         unprompted: str, cache: EmbeddingCache | None,
     ) -> None:
         if unprompted not in UNPROMPTED_POLICIES:
-            raise ValueError(f"parameter `sam_labeling.unprompted_positive` must be one of {list(UNPROMPTED_POLICIES)}")
+            raise UserInputError(f"parameter `sam_labeling.unprompted_positive` must be one of {list(UNPROMPTED_POLICIES)}")
         self.segmenter, self.prompt_mode, self.unprompted, self.cache = segmenter, prompt_mode, unprompted, cache
         self.by_tile = {key: group for key, group in prompts.groupby(["tile_id", "class_id"], sort=False)}
         self.done, self.started = 0, time.perf_counter()
