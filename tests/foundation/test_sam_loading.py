@@ -10,7 +10,7 @@ import torch
 from segment_anything import sam_model_registry
 
 from wsss_project.errors import UserInputError
-from wsss_project.foundation.sam import load_sam
+from wsss_project.foundation.sam import check_sam_checkpoint, load_sam
 from wsss_project.segmenters.base import prompts_for_mode
 from wsss_project.segmenters.sam import SamSegmenter
 
@@ -38,6 +38,14 @@ def vit_b_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("sam_vit_b") / "sam_vit_b_random.pth"
     torch.save(sam_model_registry["vit_b"](checkpoint=None).state_dict(), path)
     return path
+
+
+@pytest.mark.slow
+def test_pre_run_check_accepts_the_declared_model_type_only(vit_b_checkpoint):
+    check_sam_checkpoint("vit_b", vit_b_checkpoint)
+    with pytest.raises(UserInputError, match="does not hold a SAM `sam_labeling.sam.model_type: vit_l`") as info:
+        check_sam_checkpoint("vit_l", vit_b_checkpoint)
+    assert str(vit_b_checkpoint) in str(info.value) and "shape mismatches" in str(info.value)
 
 
 @pytest.mark.slow
