@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import functools
+import json
 from pathlib import Path
 
 import pytest
@@ -16,10 +18,16 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 UNEXPECTED = {"unexpected_key": 1}  # no parameter of the project accepts this value
 
 
+@functools.cache
+def _loaded(runtime_json: str) -> dict:
+    loader = OmegaConfigLoader(str(CONF), base_env="base", default_run_env="local",
+                               runtime_params=json.loads(runtime_json))
+    return dict(loader["parameters"])
+
+
 def _params(runtime: dict | None = None) -> dict:
-    """conf/base parameters merged with `runtime` as `kedro run --params` merges them."""
-    loader = OmegaConfigLoader(str(CONF), base_env="base", default_run_env="local", runtime_params=runtime or {})
-    return copy.deepcopy(dict(loader["parameters"]))
+    """conf/base parameters merged with `runtime` as `kedro run --params` merges them (a fresh copy)."""
+    return copy.deepcopy(_loaded(json.dumps(runtime or {}, sort_keys=True)))
 
 
 def _error(runtime: dict | None = None, params: dict | None = None) -> str:

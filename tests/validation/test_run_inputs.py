@@ -136,6 +136,13 @@ def test_only_the_parameters_the_pipeline_reads_are_checked(tmp_path, corrupt_fi
             check_run_inputs(params, {reads})
 
 
+def test_a_namespace_s_copy_of_a_section_counts_as_reading_it(corrupt_file):
+    labeling = {"segmenter": "auto", "sam": {"checkpoint": str(corrupt_file), "model_type": "vit_b"}}
+    with pytest.raises(UserInputError, match="sam_labeling.sam.checkpoint"):
+        check_run_inputs({"sam_labeling": labeling}, {"params:prompt_ablation.box.sam_labeling"})
+    check_run_inputs({"sam_labeling": labeling}, {"params:sam_labeling_notes"})  # another section
+
+
 def test_grabcut_does_not_open_the_sam_checkpoint(corrupt_file):
     labeling = {"segmenter": "grabcut", "sam": {"checkpoint": str(corrupt_file), "model_type": "vit_b"}}
     check_run_inputs({"sam_labeling": labeling}, {"params:sam_labeling"})

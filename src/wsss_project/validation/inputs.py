@@ -16,22 +16,27 @@ import pandas as pd
 
 from wsss_project.errors import UserInputError
 
-# The parameters a pipeline must read for each check to concern it.
-PARAMS_DATA = "params:data"
-PARAMS_LOCALIZATION = "params:localization"
-PARAMS_SAM_LABELING = "params:sam_labeling"
-PARAMS_DEVICE = "params:device"
+PARAMS_PREFIX = "params:"
+
+
+def reads_section(pipeline_inputs: Collection[str], section: str) -> bool:
+    """Whether a pipeline reads a parameter section, as `params:<section>` or a namespace's copy
+    (`params:prompt_ablation.box.sam_labeling`)."""
+    return any(
+        name == f"{PARAMS_PREFIX}{section}" or (name.startswith(PARAMS_PREFIX) and name.endswith(f".{section}"))
+        for name in pipeline_inputs
+    )
 
 
 def check_run_inputs(params: Mapping[str, Any], pipeline_inputs: Collection[str]) -> None:
     """Everything that can be known before the first node, for the parameters this pipeline reads."""
-    if PARAMS_DEVICE in pipeline_inputs:
+    if reads_section(pipeline_inputs, "device"):
         check_device(params["device"])
-    if PARAMS_DATA in pipeline_inputs:
+    if reads_section(pipeline_inputs, "data"):
         check_scene_split(params["data"], params["seed"])
-    if PARAMS_LOCALIZATION in pipeline_inputs:
+    if reads_section(pipeline_inputs, "localization"):
         check_pretrained_backbone(params["localization"], len(params["classes"]))
-    if PARAMS_SAM_LABELING in pipeline_inputs:
+    if reads_section(pipeline_inputs, "sam_labeling"):
         check_sam_labeling(params["sam_labeling"])
 
 
