@@ -20,5 +20,6 @@ SWEEP_VARIANTS = {
 }
 
 from wsss_project.hooks import MlflowRunTagsHook  # noqa: E402
+from wsss_project.validation.hooks import ValidateRunHook  # noqa: E402
 
-HOOKS = (MlflowRunTagsHook(),)
+HOOKS = (ValidateRunHook(), MlflowRunTagsHook())

@@ -22,8 +22,9 @@ from typing import Any
 
 from kedro.config import OmegaConfigLoader
 
-from wsss_project.geometry.thresholds import N_LEVELS
 from wsss_project.contracts import PROMPT_MODES
+from wsss_project.errors import UserInputError
+from wsss_project.geometry.thresholds import N_LEVELS
 
 SETTING = "SWEEP_VARIANTS"
 THRESHOLD_SWEEP = "threshold_sweep"
@@ -42,13 +43,13 @@ def _declared(sweep: str) -> tuple:
 
     variants = getattr(settings, SETTING, None)
     if not isinstance(variants, dict) or sweep not in variants:
-        raise ValueError(f"{_setting_name(sweep)} is missing: declare the values of {sweep!r} there")
+        raise UserInputError(f"{_setting_name(sweep)} is missing: declare the values of {sweep!r} there")
     values = variants[sweep]
     if isinstance(values, str) or not isinstance(values, Sequence) or not values:
-        raise ValueError(f"{_setting_name(sweep)} must be a non-empty list, got {values!r}")
+        raise UserInputError(f"{_setting_name(sweep)} must be a non-empty list, got {values!r}")
     repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
     if repeated:
-        raise ValueError(f"{_setting_name(sweep)} lists {repeated} more than once")
+        raise UserInputError(f"{_setting_name(sweep)} lists {repeated} more than once")
     return tuple(values)
 
 
@@ -57,7 +58,7 @@ def sweep_thresholds() -> tuple[int, ...]:
     values = _declared(THRESHOLD_SWEEP)
     bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < N_LEVELS]
     if bad:
-        raise ValueError(f"{_setting_name(THRESHOLD_SWEEP)} must list integers in 0..{N_LEVELS - 1}, got {bad}")
+        raise UserInputError(f"{_setting_name(THRESHOLD_SWEEP)} must list integers in 0..{N_LEVELS - 1}, got {bad}")
     return values
 
 
@@ -66,7 +67,7 @@ def ablation_modes() -> tuple[str, ...]:
     values = _declared(PROMPT_ABLATION)
     bad = [v for v in values if v not in PROMPT_MODES]
     if bad:
-        raise ValueError(f"{_setting_name(PROMPT_ABLATION)} must list prompt modes of {list(PROMPT_MODES)}, got {bad}")
+        raise UserInputError(f"{_setting_name(PROMPT_ABLATION)} must list prompt modes of {list(PROMPT_MODES)}, got {bad}")
     return values
 
 
@@ -123,7 +124,7 @@ class SweepConfigLoader(OmegaConfigLoader):
         variants = sweep_parameters(config)
         for sweep, made in variants.items():
             if sweep in config and config[sweep] != made:
-                raise ValueError(
+                raise UserInputError(
                     f"parameter `{sweep}` cannot be set: its namespaces are made from "
                     f"`{VARIED[sweep][0]}` and {_setting_name(sweep)}; change those instead"
                 )

@@ -28,6 +28,7 @@ from kedro.framework.session import KedroSession
 from kedro_runs import make_workdir, run_stages
 from sklearn.metrics import average_precision_score
 
+from wsss_project.contracts import cam_key
 from wsss_project.evaluation.metrics import ConfusionAccumulator
 from wsss_project.imagery.tiling import TileWindow, stitch_mean
 from wsss_project.pipelines.evaluation.nodes import evaluate_cam_threshold, scene_ground_truth
@@ -37,7 +38,6 @@ from wsss_project.pipelines.localization.nodes import (
     train_cam_model,
 )
 from wsss_project.pipelines.prompt_generation.nodes import resolve_prompt_generation
-from wsss_project.contracts import cam_key
 from wsss_project.tile_data import load_partition, tiles_of_split
 
 DEFAULT_CONFIGS = [{"method": "mil"}, {"method": "mil", "mil": {"width": 16}}, {"method": "cam_classifier"}]

@@ -9,7 +9,8 @@ import pytest
 import torch
 from segment_anything import sam_model_registry
 
-from wsss_project.foundation.sam import load_sam
+from wsss_project.errors import UserInputError
+from wsss_project.foundation.sam import check_sam_checkpoint, load_sam
 from wsss_project.segmenters.base import prompts_for_mode
 from wsss_project.segmenters.sam import SamSegmenter
 
@@ -25,7 +26,7 @@ def test_unknown_model_type_lists_valid_ones(tmp_path):
 
 def test_missing_checkpoint_names_the_path(tmp_path):
     missing = tmp_path / "sam_vit_b_01ec64.pth"
-    with pytest.raises(FileNotFoundError, match="sam_labeling.sam.checkpoint") as info:
+    with pytest.raises(UserInputError, match="sam_labeling.sam.checkpoint") as info:
         load_sam("vit_b", missing, DEVICE)
     assert str(missing) in str(info.value)
 
@@ -40,8 +41,16 @@ def vit_b_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+def test_pre_run_check_accepts_the_declared_model_type_only(vit_b_checkpoint):
+    check_sam_checkpoint("vit_b", vit_b_checkpoint)
+    with pytest.raises(UserInputError, match="does not hold a SAM `sam_labeling.sam.model_type: vit_l`") as info:
+        check_sam_checkpoint("vit_l", vit_b_checkpoint)
+    assert str(vit_b_checkpoint) in str(info.value) and "shape mismatches" in str(info.value)
+
+
+@pytest.mark.slow
 def test_wrong_model_type_for_checkpoint(vit_b_checkpoint):
-    with pytest.raises(RuntimeError, match="does not match"):
+    with pytest.raises(UserInputError, match="does not match"):
         load_sam("vit_l", vit_b_checkpoint, DEVICE)
 
 

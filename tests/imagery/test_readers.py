@@ -4,6 +4,7 @@ import pytest
 import rasterio
 from affine import Affine
 
+from wsss_project.errors import UserInputError
 from wsss_project.imagery.readers import (
     find_scene_files,
     read_image,
@@ -106,12 +107,12 @@ def test_scene_files_pair_by_stem_and_report_problems(tmp_path):
     files = find_scene_files(tmp_path / "img", tmp_path / "msk", [".png", ".jpg"])
     assert [f.scene_id for f in files] == ["a_2", "b_1"] and files[0].mask_path.name == "a_2.png"
     (tmp_path / "msk" / "a_2.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"data\.folder\.masks_dir.*a_2\.jpg"):
+    with pytest.raises(UserInputError, match=r"data\.folder\.masks_dir.*a_2\.jpg"):
         find_scene_files(tmp_path / "img", tmp_path / "msk", [".png", ".jpg"])
     (tmp_path / "img" / "b_1.jpg").write_bytes(b"")
     with pytest.raises(ValueError, match="b_1"):
         find_scene_files(tmp_path / "img", None, [".png", ".jpg"])
-    with pytest.raises(FileNotFoundError, match=r"data\.folder\.images_dir"):
+    with pytest.raises(UserInputError, match=r"data\.folder\.images_dir"):
         find_scene_files(tmp_path / "nope", None, [".png"])
 
 
@@ -149,7 +150,7 @@ def test_empty_image_folder_and_missing_mask_folder_are_named(tmp_path):
         find_scene_files(tmp_path / "img", None, [".png"])
     (tmp_path / "img" / "a.PNG").write_bytes(b"")
     assert [f.scene_id for f in find_scene_files(tmp_path / "img", None, ["png"])] == ["a"]
-    with pytest.raises(FileNotFoundError, match=r"data\.folder\.masks_dir.*nope"):
+    with pytest.raises(UserInputError, match=r"data\.folder\.masks_dir.*nope"):
         find_scene_files(tmp_path / "img", tmp_path / "nope", [".png"])
 
 

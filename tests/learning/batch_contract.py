@@ -43,7 +43,7 @@ def crops(images: np.ndarray, masks: np.ndarray, size: int, generator: torch.Gen
     n, h, w = images.shape[:3]
     rows = torch.randint(0, h - size + 1, (n,), generator=generator).tolist()
     cols = torch.randint(0, w - size + 1, (n,), generator=generator).tolist()
-    cut = lambda a: np.stack([a[i, r : r + size, c : c + size] for i, (r, c) in enumerate(zip(rows, cols))])  # noqa: E731
+    cut = lambda a: np.stack([a[i, r : r + size, c : c + size] for i, (r, c) in enumerate(zip(rows, cols, strict=False))])  # noqa: E731
     return cut(images), cut(masks)
 
 
@@ -53,13 +53,13 @@ def dihedral_ops(n: int, square: bool, generator: torch.Generator) -> list[tuple
     if not square:
         rots = (rots // 2) * 2
     flips = torch.randint(0, 2, (n,), generator=generator)
-    return [(int(r), bool(f)) for r, f in zip(rots, flips)]
+    return [(int(r), bool(f)) for r, f in zip(rots, flips, strict=False)]
 
 
 def apply_ops(x: torch.Tensor, ops: list[tuple[int, bool]]) -> torch.Tensor:
     """rot90 then horizontal flip, per sample of a batch (N, ..., H, W), stacked."""
     out = []
-    for xi, (rot, flip) in zip(x, ops):
+    for xi, (rot, flip) in zip(x, ops, strict=False):
         xi = torch.rot90(xi, rot, dims=(-2, -1)) if rot else xi
         out.append(torch.flip(xi, dims=(-1,)) if flip else xi)
     return torch.stack(out)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import torch
 from batch_contract import epoch_batches, model_batches
 
+from wsss_project.errors import UserInputError
 from wsss_project.learning.cam_training import (
     CAM_ARCH_KEYS,
     CAM_TRAIN_KEYS,
@@ -124,7 +124,7 @@ def test_trains_on_exactly_the_contract_batches():
     passes = (epoch_batches(12, 5, generator) for _ in range(2))
     expected = []
     with deterministic_mode(CPU), torch.no_grad():
-        for epoch in range(2):
+        for _epoch in range(2):
             batches = model_batches(next(passes), images, params, generator)
             loss_sum, correct = 0.0, 0
             for idx, x, _ in batches:
@@ -211,7 +211,7 @@ def test_build_without_loading_ignores_the_file(tmp_path):
     }
     model = build_cam_classifier(1, params, load_pretrained=False)
     assert model.backbone == "resnet18"
-    with pytest.raises(FileNotFoundError, match="localization.pretrained_backbone"):
+    with pytest.raises(UserInputError, match="localization.pretrained_backbone"):
         build_cam_classifier(1, params)
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torchvision
 
+from wsss_project.errors import UserInputError
 from wsss_project.models.cam_classifier import BACKBONES, CAMClassifier, load_backbone_weights
 
 
@@ -177,7 +178,7 @@ def test_non_state_dict_file_is_an_error(tmp_path):
 
 def test_missing_backbone_file_names_the_path_and_parameter(tmp_path):
     missing = tmp_path / "nowhere" / "resnet18.pth"
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(UserInputError) as info:
         CAMClassifier(1, base_width=8, blocks=(1, 1, 1, 1), pretrained_backbone=missing)
     assert str(missing) in str(info.value)
     assert "localization.pretrained_backbone" in str(info.value)

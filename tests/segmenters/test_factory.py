@@ -7,6 +7,7 @@ import logging
 import pytest
 import torch
 
+from wsss_project.errors import UserInputError
 from wsss_project.segmenters.factory import build_segmenter, resolve_segmenter_name
 from wsss_project.segmenters.grabcut import GrabCutSegmenter
 
@@ -45,7 +46,7 @@ def test_grabcut_explicit():
 @pytest.mark.parametrize("choice", ["sam", "auto"])
 def test_missing_checkpoint_names_the_path(choice, tmp_path):
     missing = tmp_path / "nowhere" / "sam_vit_b.pth"
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(UserInputError) as info:
         build_segmenter(_params(choice, str(missing)), "cpu")
     assert str(missing) in str(info.value)
     assert "sam_labeling.sam.checkpoint" in str(info.value)

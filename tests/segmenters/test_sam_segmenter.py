@@ -18,9 +18,9 @@ from segment_anything.modeling import (
 
 from wsss_project.segmenters.base import prompts_for_mode
 from wsss_project.segmenters.cache import EmbeddingCache
-from wsss_project.utils.fingerprint import checkpoint_fingerprint
 from wsss_project.segmenters.factory import build_segmenter
 from wsss_project.segmenters.sam import SamSegmenter
+from wsss_project.utils.fingerprint import checkpoint_fingerprint
 
 IMG_SIZE = 128  # SAM input side (ResizeLongestSide target)
 PATCH = 16

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from wsss_project.contracts import HEATMAP_MAX
+from wsss_project.errors import UserInputError
 
 THRESHOLD_PARAM = "prompt_generation.threshold"
 
@@ -86,7 +87,7 @@ def _validate(heatmap: np.ndarray, threshold: int, retrieval: str) -> None:
             f"{THRESHOLD_PARAM} must be an int in [0, {HEATMAP_MAX}], got {threshold!r}"
         )
     if not 0 <= threshold <= HEATMAP_MAX:
-        raise ValueError(f"{THRESHOLD_PARAM} must be in [0, {HEATMAP_MAX}], got {threshold}")
+        raise UserInputError(f"{THRESHOLD_PARAM} must be in [0, {HEATMAP_MAX}], got {threshold}")
     if retrieval not in RETRIEVAL_MODES:
         raise ValueError(f"retrieval must be one of {sorted(RETRIEVAL_MODES)}, got {retrieval!r}")
 

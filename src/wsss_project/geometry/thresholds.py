@@ -17,8 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from wsss_project.contracts import HEATMAP_MAX
+from wsss_project.errors import UserInputError
 
 N_LEVELS = HEATMAP_MAX + 1  # every value a uint8 heatmap can take
+
 THRESHOLD_RULES = ("negative_quantile", "otsu", "fixed")
 
 
@@ -31,10 +33,10 @@ def heatmap_histogram(heatmap: np.ndarray, valid: np.ndarray | None = None) -> n
 def negative_quantile_threshold(negative_hist: np.ndarray, quantile: float) -> int:
     """Smallest T with share(H > T) <= 1 - quantile over the negative-tile pixels."""
     if not 0.0 < quantile < 1.0:
-        raise ValueError(f"parameter `prompt_generation.auto_threshold.negative_quantile` must be in (0, 1), got {quantile}")
+        raise UserInputError(f"parameter `prompt_generation.auto_threshold.negative_quantile` must be in (0, 1), got {quantile}")
     total = negative_hist.sum()
     if total == 0:
-        raise ValueError(
+        raise UserInputError(
             "prompt_generation.threshold: auto with rule negative_quantile needs negative train tiles, and there "
             "are none: use rule otsu, or a number"
         )
@@ -46,7 +48,7 @@ def otsu_threshold(hist: np.ndarray) -> int:
     """Otsu's threshold T of a 256-bin histogram (classes: values <= T and values > T)."""
     total = hist.sum()
     if total == 0:
-        raise ValueError("prompt_generation.threshold: auto with rule otsu needs positive train tiles, and there are none")
+        raise UserInputError("prompt_generation.threshold: auto with rule otsu needs positive train tiles, and there are none")
     levels = np.arange(N_LEVELS, dtype=np.float64)
     weight_low = np.cumsum(hist) / total
     mean_low_sum = np.cumsum(hist * levels) / total
@@ -68,4 +70,4 @@ def choose_threshold(
         return otsu_threshold(positive_hist)
     if rule == "fixed":
         return int(fixed)
-    raise ValueError(f"parameter `prompt_generation.auto_threshold.rule` must be one of {list(THRESHOLD_RULES)}, got {rule!r}")
+    raise UserInputError(f"parameter `prompt_generation.auto_threshold.rule` must be one of {list(THRESHOLD_RULES)}, got {rule!r}")

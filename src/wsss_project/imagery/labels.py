@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from wsss_project.contracts import IGNORE_INDEX, TEST_SPLIT, TRAIN_SPLIT
+from wsss_project.errors import UserInputError
 
 
 def image_level_labels(
@@ -35,7 +36,7 @@ def split_scenes(scenes: pd.DataFrame, test_fraction: float, seed: int) -> dict[
     more scenes, so every source is measured on unseen scenes.
     """
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"parameter `data.split.test_fraction` must be in (0, 1), got {test_fraction}")
+        raise UserInputError(f"parameter `data.split.test_fraction` must be in (0, 1), got {test_fraction}")
     rng = np.random.default_rng(seed)
     split: dict[str, str] = {}
     for _, group in scenes.sort_values("scene_id").groupby("source", sort=True):

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from wsss_project.contracts import IGNORE_INDEX
+from wsss_project.errors import UserInputError
 from wsss_project.utils.atomic import atomic_path
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
@@ -31,7 +32,7 @@ class SceneFile:
 def _files_by_stem(directory: Path, extensions: Sequence[str], parameter: str) -> dict[str, Path]:
     """Files of `directory` with one of `extensions` (any case), keyed by stem; stems unique."""
     if not directory.is_dir():
-        raise FileNotFoundError(f"parameter `{parameter}`: directory {directory} does not exist")
+        raise UserInputError(f"parameter `{parameter}`: directory {directory} does not exist")
     wanted = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     found: dict[str, Path] = {}
     for path in sorted(directory.iterdir()):
@@ -40,7 +41,7 @@ def _files_by_stem(directory: Path, extensions: Sequence[str], parameter: str) -
             continue
         if path.is_file() and path.suffix.lower() in wanted:
             if path.stem in found:
-                raise ValueError(
+                raise UserInputError(
                     f"parameter `{parameter}`: {found[path.stem].name} and {path.name} share the stem {path.stem!r}"
                 )
             found[path.stem] = path
@@ -53,7 +54,7 @@ def find_scene_files(
     """Pair every image with the mask of the same file stem, sorted by scene id."""
     images = _files_by_stem(Path(images_dir), extensions, "data.folder.images_dir")
     if not images:
-        raise ValueError(
+        raise UserInputError(
             f"parameter `data.folder.images_dir`: no images with extensions {list(extensions)} in {images_dir}"
         )
     if masks_dir is None:
@@ -61,7 +62,7 @@ def find_scene_files(
     masks = _files_by_stem(Path(masks_dir), extensions, "data.folder.masks_dir")
     missing = sorted(set(images) - set(masks))
     if missing:
-        raise FileNotFoundError(
+        raise UserInputError(
             f"parameter `data.folder.masks_dir`: no mask in {masks_dir} for image(s) "
             f"{', '.join(images[s].name for s in missing[:MAX_LISTED_VALUES])}"
             + (
@@ -81,7 +82,7 @@ def validate_rgb_bands(rgb_bands: Sequence[int] | None) -> tuple[int, int, int]:
     bands = list(rgb_bands) if is_list else []
     is_index = [isinstance(b, (int, np.integer)) and not isinstance(b, bool) for b in bands]
     if len(bands) != 3 or not all(is_index) or min(bands) < 1:
-        raise ValueError(
+        raise UserInputError(
             "parameter `data.folder.rgb_bands` must be three 1-based band indices (R, G, B), "
             f"got {rgb_bands!r}"
         )
@@ -98,7 +99,7 @@ def _select_bands(rgb_bands: Sequence[int], count: int, path: Path) -> list[int]
     if count == 1 and bands == DEFAULT_RGB_BANDS:
         return [1, 1, 1]
     if max(bands) > count:
-        raise ValueError(
+        raise UserInputError(
             f"{path}: parameter `data.folder.rgb_bands` {list(bands)} asks for band {max(bands)} "
             f"but the file has {count} band(s)"
         )
@@ -155,7 +156,7 @@ def _read_geotiff(
                 list(src.transform)[:6] if src.transform and not src.transform.is_identity else None
             )
     except rasterio.errors.RasterioError as err:
-        raise ValueError(f"{path}: cannot read GeoTIFF: {err}") from err
+        raise UserInputError(f"{path}: cannot read GeoTIFF: {err}") from err
     meta = {"crs": crs, "transform": transform}
     return np.moveaxis(bands, 0, -1), np.moveaxis(valid, 0, -1), meta
 
@@ -164,14 +165,14 @@ def _read_plain_image(path: Path, rgb_bands: Sequence[int]) -> np.ndarray:
     """PNG / JPEG as (H, W, 3): channels counted R=1, G=2, B=3 (A=4), grey is one band."""
     array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if array is None:
-        raise ValueError(f"{path}: cannot read image (missing, corrupt or not an image)")
+        raise UserInputError(f"{path}: cannot read image (missing, corrupt or not an image)")
     if array.ndim == 3 and array.shape[2] in (3, 4):
         code = cv2.COLOR_BGRA2RGBA if array.shape[2] == 4 else cv2.COLOR_BGR2RGB
         array = cv2.cvtColor(array, code)
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3:
-        raise ValueError(f"{path}: expected a grey, RGB or RGBA image, got shape {array.shape}")
+        raise UserInputError(f"{path}: expected a grey, RGB or RGBA image, got shape {array.shape}")
     indexes = _select_bands(rgb_bands, array.shape[2], path)
     return array[..., [i - 1 for i in indexes]]
 
@@ -199,7 +200,7 @@ def read_image_and_valid(
         band_valid &= np.isfinite(bands)  # NaN/inf without a declared nodata are still no data
     valid = band_valid.any(axis=2)
     if not valid.any():
-        raise ValueError(
+        raise UserInputError(
             f"{path}: every pixel is nodata (the file's nodata value, mask or NaN); "
             "remove the scene or fix its nodata"
         )
@@ -226,7 +227,7 @@ def _read_mask_array(path: Path) -> np.ndarray:
         return array[..., 0] if array.shape[2] == 1 else array
     array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if array is None:
-        raise ValueError(f"{path}: cannot read mask (missing, corrupt or not an image)")
+        raise UserInputError(f"{path}: cannot read mask (missing, corrupt or not an image)")
     if array.ndim == 3:
         array = cv2.cvtColor(array[..., :3], cv2.COLOR_BGR2RGB)
     return array
@@ -246,7 +247,7 @@ def read_mask(
     path = Path(path)
     array = _read_mask_array(path)
     if tuple(array.shape[:2]) != tuple(expected_shape):
-        raise ValueError(
+        raise UserInputError(
             f"{path}: mask is {array.shape[:2]} but its image is {tuple(expected_shape)}"
         )
     out = np.full(array.shape[:2], IGNORE_INDEX, dtype=np.uint8)
@@ -259,13 +260,13 @@ def read_mask(
             out[hit], known = index, known | hit
         if not known.all():
             bad = np.unique(rgb[~known].reshape(-1, 3), axis=0)[:MAX_LISTED_VALUES]
-            raise ValueError(
+            raise UserInputError(
                 f"{path}: colours {bad.tolist()} match no class of `data.folder.mask_palette`"
             )
         return out
     if array.ndim == 3:
         if not (array == array[..., :1]).all():
-            raise ValueError(
+            raise UserInputError(
                 f"{path}: mask is colour; set `data.folder.mask_palette` for RGB masks"
             )
         array = array[..., 0]
@@ -276,7 +277,7 @@ def read_mask(
         out[hit], known = index, known | hit
     if not known.all():
         bad = np.unique(array[~known])[:MAX_LISTED_VALUES]
-        raise ValueError(
+        raise UserInputError(
             f"{path}: values {bad.tolist()} match no class of `data.folder.mask_class_values` {list(class_values)}"
         )
     return out

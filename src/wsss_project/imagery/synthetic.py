@@ -18,6 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from wsss_project.errors import UserInputError
+
 DEFAULT_SYNTHETIC_PARAMS: dict[str, Any] = {
     # scene level
     "empty_scene_probability": 0.15,  # scenes without landslide give negative tiles
@@ -138,7 +140,7 @@ def _merge_params(params: dict | None) -> dict[str, Any]:
     params = params or {}
     for key in params:
         if key not in DEFAULT_SYNTHETIC_PARAMS:
-            raise ValueError(
+            raise UserInputError(
                 f"Unknown synthetic scene parameter '{key}' (data.synthetic.generator); "
                 f"known keys: {sorted(DEFAULT_SYNTHETIC_PARAMS)}"
             )

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from wsss_project.errors import UserInputError
+
 
 @dataclass(frozen=True)
 class TileWindow:
@@ -28,9 +30,9 @@ class TileWindow:
 def tile_stride(tile_size: int, overlap: float) -> int:
     """Step between tile origins for a fractional overlap in [0, 1)."""
     if tile_size <= 0:
-        raise ValueError(f"parameter `data.tile_size` must be positive, got {tile_size}")
+        raise UserInputError(f"parameter `data.tile_size` must be positive, got {tile_size}")
     if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"parameter `data.overlap` must be in [0, 1), got {overlap}")
+        raise UserInputError(f"parameter `data.overlap` must be in [0, 1), got {overlap}")
     return max(1, int(round(tile_size * (1.0 - overlap))))
 
 
@@ -125,7 +127,7 @@ def owned_masks(windows: list[TileWindow], height: int, width: int) -> list[np.n
     owner = np.full((height, width), -1, dtype=np.int64)
     for index, w in enumerate(windows):
         if w.row < 0 or w.col < 0 or w.row + w.height > height or w.col + w.width > width:
-            raise ValueError(f"tile window {w} lies outside its {height}x{width} scene: rerun data_preparation")
+            raise UserInputError(f"tile window {w} lies outside its {height}x{width} scene: rerun data_preparation")
         # Doubled coordinates keep the distance exact: pixel centre 2i + 1, window centre 2row + height.
         dr = 2 * np.arange(w.row, w.row + w.height) + 1 - (2 * w.row + w.height)
         dc = 2 * np.arange(w.col, w.col + w.width) + 1 - (2 * w.col + w.width)
@@ -135,7 +137,7 @@ def owned_masks(windows: list[TileWindow], height: int, width: int) -> list[np.n
         best[rows, cols] = np.where(nearer, distance, best[rows, cols])
         owner[rows, cols] = np.where(nearer, index, owner[rows, cols])
     if (owner < 0).any():
-        raise ValueError(
+        raise UserInputError(
             f"the tile windows leave {int((owner < 0).sum())} pixels of the {height}x{width} scene uncovered: "
             "tiles are missing from the tile index (rerun data_preparation)"
         )

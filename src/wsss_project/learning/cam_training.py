@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from wsss_project.contracts import HEATMAP_MAX
+from wsss_project.errors import UserInputError
 from wsss_project.learning.data import (
     AugmentationPolicy,
     EpochBatchSampler,
@@ -226,7 +227,7 @@ def bce_pos_weight(
         return torch.tensor(weight, dtype=torch.float32)
     if isinstance(setting, int | float) and not isinstance(setting, bool) and setting > 0:
         return torch.full((labels.shape[1],), float(setting), dtype=torch.float32)
-    raise ValueError(
+    raise UserInputError(
         f"{parameter} must be null, 'balanced' or a positive number, got {setting!r}"
     )
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from wsss_project.errors import UserInputError
 from wsss_project.learning.cam_training import (
     build_cam_classifier,
     compute_cams,
@@ -108,5 +109,5 @@ def localizer_for(localization: Mapping[str, Any]) -> Localizer:
     """The localizer named by `localization.method`."""
     method = localization.get("method")
     if method not in LOCALIZERS:
-        raise ValueError(f"parameter `localization.method` must be one of {sorted(LOCALIZERS)}, got {method!r}")
+        raise UserInputError(f"parameter `localization.method` must be one of {sorted(LOCALIZERS)}, got {method!r}")
     return LOCALIZERS[method]

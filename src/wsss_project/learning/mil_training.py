@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from wsss_project.contracts import HEATMAP_MAX
+from wsss_project.errors import UserInputError
 from wsss_project.learning.cam_training import (
     bce_pos_weight,
     check_images,
@@ -76,18 +77,18 @@ def check_mil_params(mil: Mapping[str, Any]) -> None:
     """Fail on values that would silently do something else than asked."""
     require_params(mil, MIL_TRAIN_KEYS, NAMESPACE)
     if mil["pooling"] not in POOLINGS:
-        raise ValueError(f"parameter `{NAMESPACE}.pooling` must be one of {list(POOLINGS)}, got {mil['pooling']!r}")
+        raise UserInputError(f"parameter `{NAMESPACE}.pooling` must be one of {list(POOLINGS)}, got {mil['pooling']!r}")
     if not 0.0 < float(mil["topk_fraction"]) <= 1.0:
-        raise ValueError(f"parameter `{NAMESPACE}.topk_fraction` must be in (0, 1], got {mil['topk_fraction']}")
+        raise UserInputError(f"parameter `{NAMESPACE}.topk_fraction` must be in (0, 1], got {mil['topk_fraction']}")
     if float(mil["lse_r"]) <= 0:
-        raise ValueError(f"parameter `{NAMESPACE}.lse_r` must be positive, got {mil['lse_r']}")
+        raise UserInputError(f"parameter `{NAMESPACE}.lse_r` must be positive, got {mil['lse_r']}")
     if not 0.0 < float(mil["input_scale"]) <= 1.0:
-        raise ValueError(f"parameter `{NAMESPACE}.input_scale` must be in (0, 1], got {mil['input_scale']}")
+        raise UserInputError(f"parameter `{NAMESPACE}.input_scale` must be in (0, 1], got {mil['input_scale']}")
     for key in ("steps", "batch_size", "log_every", "max_passes"):
         if float(mil[key]) < 1:
-            raise ValueError(f"parameter `{NAMESPACE}.{key}` must be >= 1, got {mil[key]}")
+            raise UserInputError(f"parameter `{NAMESPACE}.{key}` must be >= 1, got {mil[key]}")
     if not 0.0 <= float(mil["warmup_fraction"]) < 1.0:
-        raise ValueError(f"parameter `{NAMESPACE}.warmup_fraction` must be in [0, 1), got {mil['warmup_fraction']}")
+        raise UserInputError(f"parameter `{NAMESPACE}.warmup_fraction` must be in [0, 1), got {mil['warmup_fraction']}")
 
 
 def effective_steps(mil: Mapping[str, Any], n_tiles: int) -> int:

@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from wsss_project.contracts import IGNORE_INDEX
+from wsss_project.errors import UserInputError
 from wsss_project.learning.cam_training import (
     check_images,
     deterministic_mode,
@@ -127,7 +128,7 @@ def _make_optimizer(model: nn.Module, params: Mapping[str, Any]) -> torch.optim.
     name = str(params["optimizer"]).lower()
     classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if name not in classes:
-        raise ValueError(f"{NAMESPACE}.optimizer must be 'adam' or 'adamw', got {name!r}")
+        raise UserInputError(f"{NAMESPACE}.optimizer must be 'adam' or 'adamw', got {name!r}")
     return classes[name](
         model.parameters(), lr=float(params["lr"]), weight_decay=float(params["weight_decay"])
     )
@@ -162,7 +163,7 @@ def train_resunet(
     use_crop = crop is not None and int(crop) < min(h, w)
     train_h, train_w = (int(crop), int(crop)) if use_crop else (h, w)
     if train_h % factor or train_w % factor:
-        raise ValueError(
+        raise UserInputError(
             f"training size {train_h}x{train_w} (crop_size={crop}) is not divisible by "
             f"2**depth={factor}"
         )

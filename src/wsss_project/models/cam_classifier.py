@@ -25,6 +25,8 @@ import torch
 import torchvision
 from torch import nn
 
+from wsss_project.errors import UserInputError
+
 logger = logging.getLogger(__name__)
 
 BACKBONES = ("small", "resnet18", "resnet34", "resnet50")
@@ -223,17 +225,23 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     "model", with any DataParallel "module." prefix removed."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise UserInputError(
             f"pretrained backbone weights not found at {path} (parameter `{_PARAM_FILE}`; "
             "a local file is expected, nothing is downloaded — set it to null to train from "
             "scratch)"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError... for a bad file
+        raise UserInputError(
+            f"file {path} is not a readable pretrained backbone checkpoint (parameter `{_PARAM_FILE}`): "
+            f"torch.load failed with {type(err).__name__}"
+        ) from err
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(
+        raise UserInputError(
             f"{path} (parameter `{_PARAM_FILE}`) is not a state_dict of tensors "
             "(plain, or under 'state_dict' / 'model')"
         )
@@ -285,7 +293,7 @@ def load_backbone_weights(model: CAMClassifier, path: str | Path) -> int:
     own = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
     problems = check_backbone_fit(own, state)
     if problems:
-        raise ValueError(
+        raise UserInputError(
             f"pretrained backbone {path} (parameter `{_PARAM_FILE}`) does not hold the declared "
             f"`{_PARAM_BACKBONE}: {model.backbone}`: " + "; ".join(problems) + ". Hint: set "
             f"{_PARAM_BACKBONE} to the architecture the file holds (for `small`, base_width and "

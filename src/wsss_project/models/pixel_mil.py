@@ -20,6 +20,8 @@ import math
 import torch
 from torch import nn
 
+from wsss_project.errors import UserInputError
+
 POOLINGS = ("topk", "lse")
 
 
@@ -87,4 +89,4 @@ def mil_pool(
     if pooling == "lse":
         scaled = torch.where(mask, flat * lse_r, torch.full_like(flat, -math.inf))
         return (torch.logsumexp(scaled, dim=2) - torch.log(n_valid.float())[:, None]) / lse_r
-    raise ValueError(f"parameter `localization.mil.pooling` must be one of {list(POOLINGS)}, got {pooling!r}")
+    raise UserInputError(f"parameter `localization.mil.pooling` must be one of {list(POOLINGS)}, got {pooling!r}")

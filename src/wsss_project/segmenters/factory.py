@@ -6,6 +6,8 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from wsss_project.errors import UserInputError
+
 from .base import PromptableSegmenter
 
 if TYPE_CHECKING:
@@ -53,7 +55,7 @@ def build_segmenter(params: dict[str, Any], device: torch.device | str) -> Promp
     """
     choice = _section(params, "segmenter")
     if choice not in SEGMENTERS:
-        raise ValueError(
+        raise UserInputError(
             f"parameter `sam_labeling.segmenter` must be one of {list(SEGMENTERS)}, got {choice!r}"
         )
     resolved = resolve_segmenter_name(params)

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from wsss_project.contracts import HEATMAP_MAX
+from wsss_project.errors import UserInputError
 
 from .base import ImageState, PromptableSegmenter, validate_prompts
 
@@ -64,18 +65,18 @@ def _validate_params(params: dict[str, Any]) -> dict[str, Any]:
     cam_guided = _require(params, "cam_guided")
     threshold = _require(params, "prior_threshold")
     if iterations < 1:
-        raise ValueError(f"`{_PARAM_PREFIX}.iterations` must be >= 1, got {iterations}")
+        raise UserInputError(f"`{_PARAM_PREFIX}.iterations` must be >= 1, got {iterations}")
     if point_radius < 0:
-        raise ValueError(f"`{_PARAM_PREFIX}.point_radius` must be >= 0, got {point_radius}")
+        raise UserInputError(f"`{_PARAM_PREFIX}.point_radius` must be >= 0, got {point_radius}")
     if neighbourhood < point_radius:
-        raise ValueError(
+        raise UserInputError(
             f"`{_PARAM_PREFIX}.point_neighbourhood_radius` ({neighbourhood}) must be >= "
             f"`{_PARAM_PREFIX}.point_radius` ({point_radius})"
         )
     if not isinstance(cam_guided, bool):
-        raise ValueError(f"`{_PARAM_PREFIX}.cam_guided` must be true or false, got {cam_guided!r}")
+        raise UserInputError(f"`{_PARAM_PREFIX}.cam_guided` must be true or false, got {cam_guided!r}")
     if threshold is not None and not 0 <= float(threshold) <= HEATMAP_MAX:
-        raise ValueError(f"`{_PARAM_PREFIX}.prior_threshold` must be in 0..255, got {threshold}")
+        raise UserInputError(f"`{_PARAM_PREFIX}.prior_threshold` must be in 0..255, got {threshold}")
     return {
         "iterations": iterations,
         "point_radius": point_radius,

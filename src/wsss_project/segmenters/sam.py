@@ -24,6 +24,8 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
+from wsss_project.errors import UserInputError
+
 from .base import ImageState, PromptableSegmenter, validate_prompts
 
 _PARAM_PREFIX = "sam_labeling.sam"
@@ -41,7 +43,7 @@ def parse_multimask_output(value: Any) -> bool | None:
         return value
     if isinstance(value, str) and value.strip().lower() in MULTIMASK_CHOICES:
         return {"auto": None, "true": True, "false": False}[value.strip().lower()]
-    raise ValueError(
+    raise UserInputError(
         f"parameter `{_PARAM_PREFIX}.multimask_output` must be one of "
         f"{list(MULTIMASK_CHOICES)}, got {value!r}"
     )

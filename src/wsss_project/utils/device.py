@@ -6,6 +6,8 @@ import logging
 
 import torch
 
+from wsss_project.errors import UserInputError
+
 logger = logging.getLogger(__name__)
 
 
@@ -17,8 +19,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         try:
             device = torch.device(name)
         except RuntimeError as err:
-            raise ValueError(f"parameter `device`: {name!r} is not a torch device") from err
+            raise UserInputError(f"parameter `device`: {name!r} is not a torch device") from err
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"parameter `device` is {name!r} but CUDA is not available here")
+            raise UserInputError(f"parameter `device` is {name!r} but CUDA is not available here")
     logger.info("Using device %s", device)
     return device

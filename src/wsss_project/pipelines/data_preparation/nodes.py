@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from wsss_project.contracts import IGNORE_INDEX, TRAIN_SPLIT, tile_id_for
+from wsss_project.errors import UserInputError
 from wsss_project.imagery.labels import image_level_labels, split_scenes
 from wsss_project.imagery.synthetic import generate_scene
 from wsss_project.imagery.tiling import cut_tile, tile_windows
@@ -33,7 +34,8 @@ class Scene:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _source_of(scene_id: str, pattern: str | None) -> str:
+def source_of(scene_id: str, pattern: str | None) -> str:
+    """The scene's source: the lower-cased first group of `pattern` in its id, else "folder"."""
     match = re.match(pattern, scene_id) if pattern else None
     return match.group(1).lower() if match else FALLBACK_SOURCE
 
@@ -42,7 +44,7 @@ def _synthetic_scenes(params: dict, seed: int) -> dict[str, Scene]:
     cfg = params["synthetic"]
     n_scenes = int(cfg["n_scenes"])
     if n_scenes < 2:
-        raise ValueError(f"parameter `data.synthetic.n_scenes` must be >= 2 (train and test), got {n_scenes}")
+        raise UserInputError(f"parameter `data.synthetic.n_scenes` must be >= 2 (train and test), got {n_scenes}")
     scenes = {}
     started = time.perf_counter()
     for index in range(n_scenes):
@@ -58,9 +60,9 @@ def _synthetic_scenes(params: dict, seed: int) -> dict[str, Scene]:
 def _folder_scenes(params: dict, n_classes: int) -> dict[str, Scene]:
     cfg = params["folder"]
     if not cfg.get("images_dir"):
-        raise ValueError("parameter `data.folder.images_dir` must be set when data.source is 'folder'")
+        raise UserInputError("parameter `data.folder.images_dir` must be set when data.source is 'folder'")
     if not cfg.get("masks_dir"):
-        raise ValueError(
+        raise UserInputError(
             "parameter `data.folder.masks_dir` must be set: masks give the tiles their image-level labels"
         )
     class_values = list(cfg["mask_class_values"])
@@ -68,7 +70,7 @@ def _folder_scenes(params: dict, n_classes: int) -> dict[str, Scene]:
     expected = len(palette) if palette else len(class_values)
     if expected != n_classes:
         name = "mask_palette" if palette else "mask_class_values"
-        raise ValueError(f"parameter `data.folder.{name}` has {expected} entries for {n_classes} classes")
+        raise UserInputError(f"parameter `data.folder.{name}` has {expected} entries for {n_classes} classes")
     # Imported here so that the synthetic default does not load rasterio.
     from wsss_project.imagery.readers import (
         find_scene_files,
@@ -95,7 +97,7 @@ def _folder_scenes(params: dict, n_classes: int) -> dict[str, Scene]:
         all_pixels += valid.size
         meta = {**meta, "image_path": str(scene_file.image_path)}
         scenes[scene_file.scene_id] = Scene(
-            image, mask, _source_of(scene_file.scene_id, cfg.get("source_pattern")), meta
+            image, mask, source_of(scene_file.scene_id, cfg.get("source_pattern")), meta
         )
         if number % 10 == 0 or number == len(files):
             logger.info("Read %d/%d scenes (%.1f scenes/s)", number, len(files), number / (time.perf_counter() - started))
@@ -113,11 +115,11 @@ def _stretch_percentiles(cfg: dict) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in value)
     except (TypeError, ValueError) as err:
-        raise ValueError(
+        raise UserInputError(
             f"parameter `data.folder.stretch_percentiles` must be [low, high], got {value!r}"
         ) from err
     if not 0.0 <= low < high <= 100.0:
-        raise ValueError(
+        raise UserInputError(
             "parameter `data.folder.stretch_percentiles` must satisfy 0 <= low < high <= 100, "
             f"got {value!r}"
         )
@@ -135,7 +137,7 @@ def load_scenes(data: dict, classes: list[str], seed: int) -> dict[str, Scene]:
         return _synthetic_scenes(data, seed)
     if source == "folder":
         return _folder_scenes(data, len(classes))
-    raise ValueError(f"parameter `data.source` must be 'synthetic' or 'folder', got {source!r}")
+    raise UserInputError(f"parameter `data.source` must be 'synthetic' or 'folder', got {source!r}")
 
 
 def split_scene_table(scenes_raw: dict[str, Scene], data: dict, seed: int) -> pd.DataFrame:
@@ -168,7 +170,7 @@ def tile_scenes(
     tile_size = int(data["tile_size"])
     min_fraction = float(data["label_min_fraction"])
     if not 0.0 < min_fraction <= 1.0:
-        raise ValueError(f"parameter `data.label_min_fraction` must be in (0, 1], got {min_fraction}")
+        raise UserInputError(f"parameter `data.label_min_fraction` must be in (0, 1], got {min_fraction}")
     rows, tiles, masks = [], {}, {}
     for scene in scenes.itertuples(index=False):
         raw = scenes_raw[scene.scene_id]

@@ -45,6 +45,7 @@ from wsss_project.contracts import (
     TRAIN_SPLIT,
     cam_key,
 )
+from wsss_project.errors import UserInputError
 from wsss_project.evaluation.metrics import ConfusionAccumulator
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene, owned_masks, stitch_mean
 from wsss_project.reporting.figures import sample_panels, stage_comparison
@@ -164,7 +165,7 @@ def scene_ground_truth(tile_masks: Partitions, scene_tiles: pd.DataFrame, height
     )
     stitched = stitch_mean(pieces, height, width)
     if np.isnan(stitched).any():
-        raise ValueError("test tiles do not cover their scene: rerun data_preparation")
+        raise UserInputError("test tiles do not cover their scene: rerun data_preparation")
     return stitched.astype(np.uint8)
 
 
@@ -181,7 +182,7 @@ def _evaluate_test_scenes(
         )
         stored = load_partition(predictions, scene.scene_id, dataset)
         if stored.shape != target.shape:
-            raise ValueError(
+            raise UserInputError(
                 f"`{dataset}` of {scene.scene_id} is {stored.shape}, its scene is {target.shape}: "
                 "rerun the pipeline that writes it"
             )

@@ -19,6 +19,7 @@ from wsss_project.learning.localizers import localizer_for
 from wsss_project.pipelines.training_records import history_outputs
 from wsss_project.tile_data import Partitions, stack_tiles, tiles_of_split
 from wsss_project.utils.device import resolve_device
+from wsss_project.validation.inputs import check_learnable_labels
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ def train_cam_model(
 ) -> tuple[dict, pd.DataFrame, dict]:
     """Fit the localizer on the train tiles' image-level labels only (never on masks)."""
     localizer = localizer_for(localization)
+    check_learnable_labels(tile_index, classes)
     train = tiles_of_split(tile_index, TRAIN_SPLIT)
     labels = train[classes].to_numpy(dtype=np.float32)
     logger.info(

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from wsss_project.contracts import TRAIN_SPLIT, cam_key
+from wsss_project.errors import UserInputError
 from wsss_project.geometry.prompts import adaptive_prompts, prompts_table
 from wsss_project.geometry.thresholds import N_LEVELS, choose_threshold, heatmap_histogram
 from wsss_project.tile_data import (
@@ -56,7 +57,7 @@ def resolve_prompt_generation(
                                      int(rule["fixed_threshold"]))
         logger.info("T = %d chosen by rule %s from heatmaps and image-level labels (no masks)", threshold, rule["rule"])
     elif isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= N_LEVELS - 1:
-        raise ValueError(f"parameter `prompt_generation.threshold` must be 'auto' or a number in 0..255, got {threshold!r}")
+        raise UserInputError(f"parameter `prompt_generation.threshold` must be 'auto' or a number in 0..255, got {threshold!r}")
     resolved = {**prompt_generation, "threshold": int(threshold)}
     return resolved, {"prompt_generation.threshold": {"value": float(threshold), "step": 0}}
 

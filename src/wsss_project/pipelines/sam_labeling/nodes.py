@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 
 from wsss_project.contracts import IGNORE_INDEX, cam_key
+from wsss_project.errors import UserInputError
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene
 from wsss_project.segmenters import factory
 from wsss_project.segmenters.base import ImageState, PromptableSegmenter, prompts_for_mode
 from wsss_project.segmenters.cache import EmbeddingCache
-from wsss_project.utils.fingerprint import checkpoint_fingerprint
 from wsss_project.tile_data import (
     Partitions,
     load_partition,
@@ -34,6 +34,7 @@ from wsss_project.tile_data import (
     tile_rows,
     tiles_of_split,
 )
+from wsss_project.utils.fingerprint import checkpoint_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class TileLabeler:
         unprompted: str, cache: EmbeddingCache | None,
     ) -> None:
         if unprompted not in UNPROMPTED_POLICIES:
-            raise ValueError(f"parameter `sam_labeling.unprompted_positive` must be one of {list(UNPROMPTED_POLICIES)}")
+            raise UserInputError(f"parameter `sam_labeling.unprompted_positive` must be one of {list(UNPROMPTED_POLICIES)}")
         self.segmenter, self.prompt_mode, self.unprompted, self.cache = segmenter, prompt_mode, unprompted, cache
         self.by_tile = {key: group for key, group in prompts.groupby(["tile_id", "class_id"], sort=False)}
         self.done, self.started = 0, time.perf_counter()

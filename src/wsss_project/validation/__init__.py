@@ -1,0 +1,1 @@
+"""Checks of a run's parameters and inputs before any work starts (see schema.py, inputs.py, hooks.py)."""

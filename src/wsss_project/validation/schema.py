@@ -1,0 +1,483 @@
+"""The project's parameters, declared once: every key of conf/base/parameters*.yml with its type,
+range or choices (pydantic v2 models, unknown keys forbidden).
+
+`validate_parameters(params)` checks a run's merged parameters (base, local and `--params`) and
+raises one UserInputError listing every problem, each naming its parameter; a misspelt key gets
+the closest valid name (`prompt_generaton` -> did you mean `prompt_generation`?). The values stay
+plain dicts for the nodes: this module only checks them.
+
+Choices are imported from the module that owns them (the localizer registry, the segmenter
+factory, ...), so adding a method there is the only change. A new top-level section (e.g. the
+parameters of a namespaced pipeline) is one model and one line in `SECTIONS`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal
+
+import torch
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+from segment_anything import sam_model_registry
+
+from wsss_project.contracts import HEATMAP_MAX, PROMPT_MODES, SPLITS
+from wsss_project.errors import UserInputError
+from wsss_project.geometry.prompts import RETRIEVAL_MODES
+from wsss_project.geometry.thresholds import THRESHOLD_RULES
+from wsss_project.imagery.synthetic import DEFAULT_SYNTHETIC_PARAMS
+from wsss_project.learning.localizers import LOCALIZERS
+from wsss_project.models.cam_classifier import _DILATED_STAGES, BACKBONES
+from wsss_project.models.pixel_mil import POOLINGS
+from wsss_project.pipelines.prompt_generation.nodes import AUTO
+from wsss_project.pipelines.sam_labeling.nodes import UNPROMPTED_POLICIES
+from wsss_project.segmenters.factory import SEGMENTERS
+from wsss_project.segmenters.sam import MULTIMASK_CHOICES
+
+logger = logging.getLogger(__name__)
+
+DATA_SOURCES = ("synthetic", "folder")
+OPTIMIZERS = ("adam", "adamw")
+RGB_CHANNELS = 3
+N_BLOCK_STAGES = 4
+PERCENT_MAX = 100.0
+# Where a user changes parameters, for the heading of the error message.
+PARAMETER_SOURCES = "conf/base/parameters*.yml, conf/local/ or --params"
+_MAX_SHOWN_CHARS = 80
+
+
+def choice(options: Iterable[Any]) -> Any:
+    """Literal[...] of an owner's tuple of valid values."""
+    return Literal[tuple(options)]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+HeatmapLevel = Annotated[float, Field(ge=0, le=HEATMAP_MAX)]
+RgbFloats = Annotated[list[float], Field(min_length=RGB_CHANNELS, max_length=RGB_CHANNELS)]
+RgbStds = Annotated[list[PositiveFloat], Field(min_length=RGB_CHANNELS, max_length=RGB_CHANNELS)]
+ColourValue = Annotated[int, Field(ge=0, le=255)]
+
+
+def _auto_or_level(value: Any) -> Any:
+    if value == AUTO or (_is_number(value) and 0 <= value <= HEATMAP_MAX):
+        return value
+    raise ValueError(f"must be {AUTO!r} or a number in 0..{HEATMAP_MAX}")
+
+
+def _pos_weight(value: Any) -> Any:
+    if value is None or value == "balanced" or (_is_number(value) and value > 0):
+        return value
+    raise ValueError("must be null, 'balanced' or a positive number")
+
+
+def _multimask(value: Any) -> Any:
+    if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in MULTIMASK_CHOICES):
+        return value
+    raise ValueError(f"must be one of {list(MULTIMASK_CHOICES)}")
+
+
+def _device_name(value: str) -> str:
+    if value == "auto":
+        return value
+    try:
+        torch.device(value)
+    except RuntimeError as err:
+        raise ValueError("must be auto or a torch device (cpu, cuda, cuda:N)") from err
+    return value
+
+
+def _class_names(names: list[str]) -> list[str]:
+    if any(not name.strip() or "/" in name for name in names):
+        raise ValueError("class names must be non-empty and contain no '/' (they name folders of the cams)")
+    if len(set(names)) != len(names):
+        raise ValueError("class names must be unique")
+    return names
+
+
+def _regex_with_group(pattern: str) -> str:
+    try:
+        groups = re.compile(pattern).groups
+    except re.error as err:
+        raise ValueError(f"is not a regular expression ({err})") from err
+    if groups < 1:
+        raise ValueError("needs a group: its first group names the source")
+    return pattern
+
+
+def _percentile_pair(pair: list[float]) -> list[float]:
+    low, high = pair
+    if not 0.0 <= low < high <= PERCENT_MAX:
+        raise ValueError("must be [low, high] with 0 <= low < high <= 100")
+    return pair
+
+
+def _generator_keys(overrides: dict[str, Any]) -> dict[str, Any]:
+    unknown = [key for key in overrides if key not in DEFAULT_SYNTHETIC_PARAMS]
+    if unknown:
+        raise ValueError("; ".join(_unknown_key_message(["data", "synthetic", "generator", key],
+                                                        list(DEFAULT_SYNTHETIC_PARAMS), None) for key in unknown))
+    return overrides
+
+
+class Section(BaseModel):
+    """Strict: a YAML string "10" is not the integer 10, "false" is not a boolean; unknown keys fail."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --------------------------------------------------------------------------- data_preparation
+
+
+class Synthetic(Section):
+    n_scenes: Annotated[int, Field(ge=2, description="at least one train and one test scene")]
+    height: PositiveInt
+    width: PositiveInt
+    generator: Annotated[dict[str, Any], AfterValidator(_generator_keys)]
+
+
+class Folder(Section):
+    images_dir: str | None
+    masks_dir: str | None
+    extensions: Annotated[list[str], Field(min_length=1)]
+    mask_class_values: list[ColourValue]
+    mask_palette: list[Annotated[list[ColourValue], Field(min_length=RGB_CHANNELS, max_length=RGB_CHANNELS)]] | None
+    source_pattern: Annotated[str, AfterValidator(_regex_with_group)] | None
+    rgb_bands: Annotated[list[PositiveInt], Field(min_length=RGB_CHANNELS, max_length=RGB_CHANNELS)] | None
+    stretch_percentiles: Annotated[list[float], Field(min_length=2, max_length=2), AfterValidator(_percentile_pair)]
+
+
+class Split(Section):
+    test_fraction: Annotated[float, Field(gt=0, lt=1)]
+
+
+class Data(Section):
+    source: choice(DATA_SOURCES)
+    synthetic: Synthetic
+    folder: Folder
+    tile_size: PositiveInt
+    overlap: Annotated[float, Field(ge=0, lt=1)]
+    label_min_fraction: Annotated[float, Field(gt=0, le=1)]
+    split: Split
+
+    @model_validator(mode="after")
+    def _folder_settings_match_source(self) -> Data:
+        if self.source == "folder":
+            for key in ("images_dir", "masks_dir"):
+                if getattr(self.folder, key) is None:
+                    raise ValueError(f"parameter `data.folder.{key}` must be set when data.source is folder")
+        elif self.folder.images_dir is not None:
+            # Otherwise the synthetic default would run while the user believes it reads their imagery.
+            raise ValueError(
+                f"parameter `data.folder.images_dir` is set but data.source is {self.source}: "
+                "set data.source: folder to read it, or images_dir: null"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- localization
+
+
+class Mil(Section):
+    width: PositiveInt
+    n_layers: PositiveInt
+    input_scale: Annotated[float, Field(gt=0, le=1)]
+    pooling: choice(POOLINGS)
+    topk_fraction: Annotated[float, Field(gt=0, le=1)]
+    lse_r: PositiveFloat
+    steps: PositiveInt
+    max_passes: Annotated[float, Field(ge=1)]
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat
+    warmup_fraction: Annotated[float, Field(ge=0, lt=1)]
+    pos_weight: Annotated[Any, AfterValidator(_pos_weight)]
+    log_every: PositiveInt
+
+
+class Localization(Section):
+    method: choice(LOCALIZERS)
+    image_mean: RgbFloats
+    image_std: RgbStds
+    augment: bool
+    tta_flips: bool
+    inference_batch_size: PositiveInt
+    mil: Mil
+    # cam_classifier only
+    backbone: choice(BACKBONES)
+    base_width: PositiveInt
+    blocks: Annotated[list[PositiveInt], Field(min_length=N_BLOCK_STAGES, max_length=N_BLOCK_STAGES)]
+    output_stride: choice(sorted(_DILATED_STAGES))
+    pretrained_backbone: str | None
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    weight_decay: NonNegativeFloat
+    lr_step_size: PositiveInt
+    lr_gamma: PositiveFloat
+    pos_weight: Annotated[Any, AfterValidator(_pos_weight)]
+
+    @model_validator(mode="after")
+    def _backbone_needs_classifier(self) -> Localization:
+        if self.pretrained_backbone is not None and self.method != "cam_classifier":
+            raise ValueError(
+                f"parameter `localization.pretrained_backbone` is set but localization.method is {self.method}, "
+                "which does not use it: set method: cam_classifier, or pretrained_backbone: null"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- prompt_generation
+
+
+class AutoThreshold(Section):
+    rule: choice(THRESHOLD_RULES)
+    negative_quantile: Annotated[float, Field(gt=0, lt=1)]
+    fixed_threshold: Annotated[int, Field(ge=0, le=HEATMAP_MAX)]
+
+
+class Filters(Section):
+    min_contour_area: NonNegativeFloat
+    min_box_side: NonNegativeFloat
+    retrieval: choice(RETRIEVAL_MODES)
+    snap_points_inside: bool
+
+
+class PromptGeneration(Section):
+    threshold: Annotated[Any, AfterValidator(_auto_or_level)]
+    auto_threshold: AutoThreshold
+    splits: Annotated[list[choice(SPLITS)], Field(min_length=1)]
+    filters: Filters
+
+
+# --------------------------------------------------------------------------- sam_labeling
+
+
+class Sam(Section):
+    checkpoint: str | None
+    model_type: choice(sam_model_registry)
+    multimask_output: Annotated[Any, AfterValidator(_multimask)]
+
+
+class GrabCut(Section):
+    iterations: PositiveInt
+    point_radius: NonNegativeInt
+    point_neighbourhood_radius: NonNegativeInt
+    cam_guided: bool
+    prior_threshold: HeatmapLevel | None
+
+    @model_validator(mode="after")
+    def _neighbourhood_holds_the_point(self) -> GrabCut:
+        if self.point_neighbourhood_radius < self.point_radius:
+            raise ValueError(
+                "parameter `sam_labeling.grabcut.point_neighbourhood_radius` must be >= "
+                f"sam_labeling.grabcut.point_radius ({self.point_radius}), got {self.point_neighbourhood_radius}"
+            )
+        return self
+
+
+class SamLabeling(Section):
+    segmenter: choice(SEGMENTERS)
+    prompt_mode: choice(PROMPT_MODES)
+    unprompted_positive: choice(UNPROMPTED_POLICIES)
+    embedding_cache_dir: str | None
+    sam: Sam
+    grabcut: GrabCut
+
+    @model_validator(mode="after")
+    def _checkpoint_matches_segmenter(self) -> SamLabeling:
+        if self.segmenter == "sam" and self.sam.checkpoint is None:
+            raise ValueError(
+                "parameter `sam_labeling.sam.checkpoint` must be set when sam_labeling.segmenter is sam "
+                "(a local file; nothing is downloaded), or use segmenter: auto or grabcut"
+            )
+        if self.segmenter == "grabcut" and self.sam.checkpoint is not None:
+            logger.warning(
+                "sam_labeling.segmenter is grabcut: sam_labeling.sam.checkpoint %s is not used", self.sam.checkpoint
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- segmentation_training, reporting
+
+
+class SegmentationTraining(Section):
+    base_width: PositiveInt
+    depth: PositiveInt
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    optimizer: choice(OPTIMIZERS)
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat
+    dice_weight: NonNegativeFloat
+    augment: bool
+    crop_size: PositiveInt | None
+    image_mean: RgbFloats
+    image_std: RgbStds
+    tta_flips: bool
+    inference_batch_size: PositiveInt
+
+
+class Reporting(Section):
+    n_sample_tiles: PositiveInt
+    sample_seed: NonNegativeInt
+
+
+# --------------------------------------------------------------------------- sweep variants
+
+class ThresholdVariant(Section):
+    """One threshold_sweep namespace: the run's prompt_generation with its T (sweep_variants.py)."""
+
+    prompt_generation: PromptGeneration
+
+
+class AblationVariant(Section):
+    """One prompt_ablation namespace: the run's sam_labeling with its prompt mode (sweep_variants.py)."""
+
+    sam_labeling: SamLabeling
+
+
+# --------------------------------------------------------------------------- the whole parameter set
+
+# Top-level key -> its type. A new section is one line here.
+SECTIONS: dict[str, Any] = {
+    "classes": Annotated[list[str], Field(min_length=1), AfterValidator(_class_names)],
+    "seed": NonNegativeInt,
+    "device": Annotated[str, AfterValidator(_device_name)],
+    "data": Data,
+    "localization": Localization,
+    "prompt_generation": PromptGeneration,
+    "sam_labeling": SamLabeling,
+    "segmentation_training": SegmentationTraining,
+    "reporting": Reporting,
+    "threshold_sweep": dict[str, ThresholdVariant],
+    "prompt_ablation": dict[str, AblationVariant],
+}
+
+
+class _CrossSectionChecks(Section):
+    """Rules that tie two sections together (the fields come from SECTIONS)."""
+
+    @model_validator(mode="after")
+    def _mask_values_per_class(self) -> _CrossSectionChecks:
+        folder, n_classes = self.data.folder, len(self.classes)
+        if self.data.source == "folder":
+            name, entries = ("mask_palette", folder.mask_palette) if folder.mask_palette else (
+                "mask_class_values", folder.mask_class_values)
+            if len(entries) != n_classes:
+                raise ValueError(
+                    f"parameter `data.folder.{name}` has {len(entries)} entries for the {n_classes} classes "
+                    f"{self.classes}: give one per class, in `classes` order"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _training_size_fits_depth(self) -> _CrossSectionChecks:
+        training = self.segmentation_training
+        tile, crop, factor = self.data.tile_size, training.crop_size, 2**training.depth
+        size, parameter = (crop, "segmentation_training.crop_size") if crop is not None and crop < tile else (
+            tile, "data.tile_size")
+        if size % factor:
+            raise ValueError(
+                f"parameter `{parameter}` ({size}) must be divisible by 2**segmentation_training.depth = {factor}: "
+                "the ResUNet trains on that size"
+            )
+        return self
+
+
+Parameters = create_model(
+    "Parameters", __base__=_CrossSectionChecks, **{name: (kind, ...) for name, kind in SECTIONS.items()}
+)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def validate_parameters(params: Mapping[str, Any]) -> BaseModel:
+    """The checked parameters; a UserInputError naming every bad parameter otherwise."""
+    try:
+        return Parameters.model_validate(dict(params))
+    except ValidationError as err:
+        problems = [_describe(error) for error in err.errors()]
+        raise UserInputError(
+            f"invalid parameters ({PARAMETER_SOURCES}):\n" + "\n".join(f"  - {p}" for p in problems)
+        ) from None
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    """One line for one pydantic error, naming the parameter by its dotted path."""
+    loc = [str(part) for part in error["loc"]]
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
+    if error["type"] == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        return _unknown_key_message(loc, list(model.model_fields) if model else [], error["input"])
+    if error["type"] == "missing":
+        return f"missing parameter `{path}`"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if "parameter `" in message:  # a cross-field rule that names its parameters itself
+        return message
+    model = _model_at(loc[:-1])
+    field = model.model_fields.get(loc[-1]) if model else None
+    why = f" ({field.description})" if field is not None and field.description else ""
+    got = f", got {_shown(error['input'])}"
+    if message.startswith("must"):  # the validators of this module
+        return f"parameter `{path}` {message}{why}{got}"
+    return f"parameter `{path}`: {message[0].lower()}{message[1:]}{why}{got}"  # pydantic's "Input should be"
+
+
+def _unknown_key_message(loc: list[str], valid: list[str], value: Any) -> str:
+    """`unknown parameter a.b`; did you mean `a.c`? — the full leaf path when the value is one leaf."""
+    *parent, key = loc
+    close = difflib.get_close_matches(key, valid, n=1)
+    leaf = _single_leaf(value)
+    unknown = ".".join([*parent, key, *leaf])
+    if close:
+        return f"unknown parameter `{unknown}`; did you mean `{'.'.join([*parent, close[0], *leaf])}`?"
+    where = f" of `{'.'.join(parent)}`" if parent else ""
+    return f"unknown parameter `{unknown}`; the keys{where} are {sorted(valid)}"
+
+
+def _single_leaf(value: Any) -> list[str]:
+    """The key path inside a nested dict holding exactly one value, else []."""
+    path: list[str] = []
+    while isinstance(value, Mapping) and len(value) == 1:
+        key, value = next(iter(value.items()))
+        path.append(str(key))
+    return path if not isinstance(value, Mapping) else []
+
+
+def _model_at(loc: list[str]) -> type[BaseModel] | None:
+    """The section model at a dotted location (None past a leaf)."""
+    model: type[BaseModel] = Parameters
+    for part in loc:
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        nested = [t for t in (field.annotation, *getattr(field.annotation, "__args__", ()))
+                  if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not nested:
+            return None
+        model = nested[0]
+    return model
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN_CHARS else text[: _MAX_SHOWN_CHARS - 3] + "..."

@@ -1,0 +1,189 @@
+"""The parameter schema: the project's parameters validate, and every mistake names its parameter."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from pathlib import Path
+
+import pytest
+from test_run import TINY_PARAMS
+
+from wsss_project.errors import UserInputError
+from wsss_project.settings import CONFIG_LOADER_CLASS
+from wsss_project.validation.schema import SECTIONS, validate_parameters
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+UNEXPECTED = {"unexpected_key": 1}  # no parameter of the project accepts this value
+
+
+@functools.cache
+def _loaded(runtime_json: str) -> dict:
+    # the project's loader: it adds the sweep namespaces' parameters (sweep_variants.py)
+    loader = CONFIG_LOADER_CLASS(str(CONF), base_env="base", default_run_env="local",
+                               runtime_params=json.loads(runtime_json))
+    return dict(loader["parameters"])
+
+
+def _params(runtime: dict | None = None) -> dict:
+    """conf/base parameters merged with `runtime` as `kedro run --params` merges them (a fresh copy)."""
+    return copy.deepcopy(_loaded(json.dumps(runtime or {}, sort_keys=True)))
+
+
+def _error(runtime: dict | None = None, params: dict | None = None) -> str:
+    with pytest.raises(UserInputError) as info:
+        validate_parameters(params if params is not None else _params(runtime))
+    return str(info.value)
+
+
+def _leaves(tree: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Dotted paths of every value that is not a non-empty dict (lists count as values)."""
+    paths = []
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            paths += _leaves(value, (*prefix, key))
+        else:
+            paths.append((*prefix, key))
+    return paths
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+    for key in path[:-1]:
+        tree = tree[key]
+    tree[path[-1]] = value
+
+
+def _delete(tree: dict, path: tuple[str, ...]) -> None:
+    for key in path[:-1]:
+        tree = tree[key]
+    del tree[path[-1]]
+
+
+def test_the_base_parameters_and_the_tiny_run_validate():
+    validate_parameters(_params())
+    validate_parameters(_params(TINY_PARAMS))
+
+
+def test_the_schema_declares_every_top_level_section_of_the_configuration():
+    assert set(_params()) == set(SECTIONS)
+
+
+@pytest.mark.parametrize("path", _leaves(_params()), ids=".".join)
+def test_every_parameter_is_checked_and_a_wrong_value_is_named(path):
+    params = _params()
+    _set(params, path, UNEXPECTED)
+    assert f"`{'.'.join(path)}" in _error(params=params)
+
+
+@pytest.mark.parametrize("path", [("seed",), ("data", "tile_size"), ("sam_labeling", "sam", "model_type")], ids=".".join)
+def test_a_missing_parameter_is_named(path):
+    params = _params()
+    _delete(params, path)
+    assert f"missing parameter `{'.'.join(path)}`" in _error(params=params)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "expected"),
+    [
+        ({"prompt_generaton": {"threshold": 50}},
+         "unknown parameter `prompt_generaton.threshold`; did you mean `prompt_generation.threshold`?"),
+        ({"data": {"tile_sise": 128}}, "unknown parameter `data.tile_sise`; did you mean `data.tile_size`?"),
+        ({"localization": {"mil": {"widht": 16}}},
+         "unknown parameter `localization.mil.widht`; did you mean `localization.mil.width`?"),
+        ({"data": {"synthetic": {"generator": {"empty_scene_probabilty": 1.0}}}},
+         "unknown parameter `data.synthetic.generator.empty_scene_probabilty`; "
+         "did you mean `data.synthetic.generator.empty_scene_probability`?"),
+    ],
+)
+def test_a_misspelt_key_gets_the_closest_valid_name(runtime, expected):
+    assert expected in _error(runtime)
+
+
+def test_an_unknown_key_with_no_close_name_lists_the_valid_ones():
+    message = _error({"sam_labeling": {"zzz": 1}})
+    assert "unknown parameter `sam_labeling.zzz`" in message and "'prompt_mode'" in message
+
+
+@pytest.mark.parametrize("threshold", [300, -1, "high", True, None])
+def test_a_threshold_outside_auto_or_0_to_255_is_named(threshold):
+    message = _error({"prompt_generation": {"threshold": threshold}})
+    assert "parameter `prompt_generation.threshold` must be 'auto' or a number in 0..255" in message
+    assert f"got {threshold!r}" in message
+
+
+@pytest.mark.parametrize("threshold", ["auto", 0, 120, 255, 127.5])
+def test_valid_thresholds_pass(threshold):
+    validate_parameters(_params({"prompt_generation": {"threshold": threshold}}))
+
+
+@pytest.mark.parametrize(
+    ("runtime", "parameter"),
+    [
+        ({"localization": {"method": "cam"}}, "localization.method"),
+        ({"localization": {"mil": {"pooling": "max"}}}, "localization.mil.pooling"),
+        ({"localization": {"mil": {"pos_weight": -1}}}, "localization.mil.pos_weight"),
+        ({"localization": {"output_stride": 4}}, "localization.output_stride"),
+        ({"localization": {"blocks": [1, 1, 1]}}, "localization.blocks"),
+        ({"segmentation_training": {"augment": "false"}}, "segmentation_training.augment"),  # a string is truthy
+        ({"segmentation_training": {"epochs": 2.5}}, "segmentation_training.epochs"),
+        ({"segmentation_training": {"optimizer": "sgd"}}, "segmentation_training.optimizer"),
+        ({"sam_labeling": {"segmenter": "sam2"}}, "sam_labeling.segmenter"),
+        ({"sam_labeling": {"sam": {"model_type": "vit_x"}}}, "sam_labeling.sam.model_type"),
+        ({"sam_labeling": {"sam": {"multimask_output": "maybe"}}}, "sam_labeling.sam.multimask_output"),
+        ({"sam_labeling": {"prompt_mode": "points"}}, "sam_labeling.prompt_mode"),
+        ({"sam_labeling": {"grabcut": {"point_neighbourhood_radius": 1}}},
+         "sam_labeling.grabcut.point_neighbourhood_radius"),
+        ({"prompt_generation": {"splits": ["validation"]}}, "prompt_generation.splits"),
+        ({"prompt_generation": {"auto_threshold": {"rule": "mean"}}}, "prompt_generation.auto_threshold.rule"),
+        ({"prompt_generation": {"filters": {"retrieval": "all"}}}, "prompt_generation.filters.retrieval"),
+        ({"data": {"overlap": 1.0}}, "data.overlap"),
+        ({"data": {"synthetic": {"n_scenes": 1}}}, "data.synthetic.n_scenes"),
+        ({"data": {"split": {"test_fraction": 0}}}, "data.split.test_fraction"),
+        ({"data": {"folder": {"stretch_percentiles": [98, 2]}}}, "data.folder.stretch_percentiles"),
+        ({"data": {"folder": {"source_pattern": "^[a-z]+"}}}, "data.folder.source_pattern"),
+        ({"reporting": {"n_sample_tiles": 0}}, "reporting.n_sample_tiles"),
+        ({"classes": ["landslide", "landslide"]}, "classes"),
+        ({"device": "gpu"}, "device"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_a_value_outside_its_type_range_or_choices_is_named(runtime, parameter):
+    assert f"parameter `{parameter}" in _error(runtime)  # `splits[0]` for an item of a list
+
+
+def test_every_problem_is_reported_at_once_one_line_each():
+    message = _error({"prompt_generation": {"threshold": 300}, "data": {"tile_sise": 1}, "seed": "x"})
+    lines = message.splitlines()[1:]
+    assert len(lines) == 3
+    assert {line.split("`")[1] for line in lines} == {"prompt_generation.threshold", "data.tile_sise", "seed"}
+
+
+@pytest.mark.parametrize(
+    ("runtime", "expected"),
+    [
+        ({"data": {"source": "folder"}}, "parameter `data.folder.images_dir` must be set when data.source is folder"),
+        ({"data": {"source": "folder", "folder": {"images_dir": "x"}}},
+         "parameter `data.folder.masks_dir` must be set when data.source is folder"),
+        # the synthetic default would run while the user believes it reads their imagery
+        ({"data": {"folder": {"images_dir": "my_scenes"}}},
+         "parameter `data.folder.images_dir` is set but data.source is synthetic"),
+        ({"data": {"source": "folder", "folder": {"images_dir": "a", "masks_dir": "b", "mask_class_values": [1, 2]}}},
+         "parameter `data.folder.mask_class_values` has 2 entries for the 1 classes"),
+        ({"localization": {"pretrained_backbone": "resnet18.pth"}},
+         "parameter `localization.pretrained_backbone` is set but localization.method is mil"),
+        ({"sam_labeling": {"segmenter": "sam"}},
+         "parameter `sam_labeling.sam.checkpoint` must be set when sam_labeling.segmenter is sam"),
+        ({"segmentation_training": {"crop_size": 100}},
+         "parameter `segmentation_training.crop_size` (100) must be divisible by 2**segmentation_training.depth"),
+        ({"data": {"tile_size": 120}, "segmentation_training": {"crop_size": None}},
+         "parameter `data.tile_size` (120) must be divisible by 2**segmentation_training.depth"),
+    ],
+)
+def test_settings_that_contradict_each_other_are_named(runtime, expected):
+    assert expected in _error(runtime)
+
+
+def test_a_sam_checkpoint_with_grabcut_is_a_warning_not_silence(caplog):
+    validate_parameters(_params({"sam_labeling": {"segmenter": "grabcut", "sam": {"checkpoint": "sam.pth"}}}))
+    assert "sam.pth is not used" in caplog.text
