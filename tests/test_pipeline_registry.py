@@ -1,10 +1,13 @@
 """Every registered pipeline runs with the SequentialRunner: one tiny default run, then each
 pipeline on its own from that run's outputs, each saving every dataset its nodes declare and
-logging an MLflow run named after it."""
+logging an MLflow run named after it; then notebooks/explore_run.ipynb reads those runs."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -17,6 +20,7 @@ from kedro.runner import SequentialRunner
 from kedro_mlflow.io.metrics import MlflowMetricsHistoryDataset
 from test_run import TINY_PARAMS
 
+import wsss_project
 from wsss_project.hooks import RESOLVED_PARAMS
 from wsss_project.pipeline_registry import register_pipelines
 
@@ -86,3 +90,25 @@ def test_each_registered_pipeline_runs_on_its_own_and_saves_its_outputs(module_p
     metric_outputs = [name for name, dataset in datasets.items() if isinstance(dataset, MlflowMetricsHistoryDataset)]
     logged = [key for key in run.index if key.startswith("metrics.") and run[key] == run[key]]  # not NaN
     assert bool(metric_outputs) == bool(logged), f"{pipeline_name}: MLflow metric outputs {metric_outputs}, logged {logged}"
+
+
+def test_the_explore_notebook_runs_headless_from_notebooks_and_reads_the_project_runs(module_project_copy, default_run):
+    nbformat = pytest.importorskip("nbformat", reason="Jupyter comes with the dev extras")
+    nbclient = pytest.importorskip("nbclient", reason="Jupyter comes with the dev extras")
+    notebooks = module_project_copy / "notebooks"
+    notebooks.mkdir(exist_ok=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "notebooks" / "explore_run.ipynb", notebooks)
+    notebook = nbformat.read(notebooks / "explore_run.ipynb", as_version=4)
+    # The kernel imports the wsss_project under test, wherever this process found it.
+    package_parent = str(Path(wsss_project.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+    client = nbclient.NotebookClient(notebook, kernel_name="python3", resources={"metadata": {"path": str(notebooks)}})
+    client.execute(env=env)
+
+    assert not (notebooks / "mlflow.db").exists(), "the notebook opened a new MLflow database beside itself"
+    outputs = "".join(
+        "".join(output.get("text", "")) + "".join(output.get("data", {}).get("text/plain", ""))
+        for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
+    )
+    assert f"MLflow runs in {module_project_copy.resolve() / 'mlflow.db'}" in outputs
+    assert "__default__ | synthetic | grabcut" in outputs  # the runs table
