@@ -6,7 +6,13 @@ import json
 
 from kedro.runner import SequentialRunner, ThreadRunner
 
-from wsss_project.hooks import dataset_label, pipeline_label, plain_run_param_tags, run_name, runner_name
+from wsss_project.hooks import (
+    dataset_label,
+    pipeline_label,
+    plain_run_param_tags,
+    run_name,
+    runner_name,
+)
 
 
 def test_runner_tag_is_the_class_name_not_an_object_repr():
