@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
 from kedro.runner import SequentialRunner, ThreadRunner
 
 from wsss_project.hooks import (
@@ -52,3 +54,14 @@ def test_run_name_says_pipeline_dataset_segmenter_and_t_once_resolved():
     assert run_name(tags) == "__default__ | folder:landslide_real | grabcut | T=auto"
     assert run_name({**tags, "threshold_resolved": "97"}) == "__default__ | folder:landslide_real | grabcut | T=auto->97"
     assert run_name({**tags, "threshold": "120", "threshold_resolved": "120"}).endswith("| T=120")
+
+
+def test_kedro_mlflow_tracks_into_the_project_database_from_any_folder(project_copy, monkeypatch):
+    notebooks = project_copy / "notebooks"
+    notebooks.mkdir()
+    monkeypatch.chdir(notebooks)  # as a notebook kernel started in notebooks/
+    bootstrap_project(project_copy)
+    with KedroSession.create(project_path=project_copy) as session:
+        context = session.load_context()  # kedro-mlflow connects and creates its experiment here
+    assert context.mlflow.server.mlflow_tracking_uri == f"sqlite:///{project_copy.resolve()}/mlflow.db"
+    assert (project_copy / "mlflow.db").is_file() and not (notebooks / "mlflow.db").exists()

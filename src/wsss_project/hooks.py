@@ -1,4 +1,5 @@
-"""Project hooks: only what kedro-mlflow does not already give — a run name and tags for comparing runs."""
+"""Project hooks: only what kedro-mlflow does not already give — its database found from any folder,
+and a run name and tags for comparing runs."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 from kedro.runner import SequentialRunner
 
 from wsss_project.pipelines.prompt_generation.nodes import AUTO
+from wsss_project.tracking import MLFLOW_CONFIG_PATTERNS, project_sqlite_uri
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +108,25 @@ def _resolved_threshold(pipeline: Pipeline, catalog) -> int | None:
     if RESOLVED_PARAMS not in pipeline.inputs() or not catalog.exists(RESOLVED_PARAMS):
         return None
     return int(catalog.load(RESOLVED_PARAMS)["threshold"])
+
+
+class MlflowTrackingUriHook:
+    """Hands kedro-mlflow the project's SQLite tracking URI as an absolute path (see
+    wsss_project.tracking): the runs go to <project>/mlflow.db whatever the current folder."""
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow reads mlflow.yml
+    def after_context_created(self, context) -> None:
+        loader = context.config_loader
+        loader.config_patterns.setdefault("mlflow", list(MLFLOW_CONFIG_PATTERNS))
+        try:
+            conf = loader["mlflow"]
+        except MissingConfigException:
+            return  # kedro-mlflow's defaults: a project-relative ./mlruns
+        server = conf.get("server") or {}
+        uri = server.get("mlflow_tracking_uri")
+        absolute = project_sqlite_uri(uri, context.project_path)
+        if absolute != uri:
+            loader["mlflow"] = {**conf, "server": {**server, "mlflow_tracking_uri": absolute}}
 
 
 class MlflowRunTagsHook:

@@ -8,6 +8,6 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
 }
 
-from wsss_project.hooks import MlflowRunTagsHook  # noqa: E402
+from wsss_project.hooks import MlflowRunTagsHook, MlflowTrackingUriHook  # noqa: E402
 
-HOOKS = (MlflowRunTagsHook(),)
+HOOKS = (MlflowTrackingUriHook(), MlflowRunTagsHook())
