@@ -19,7 +19,7 @@ SWEEP_VARIANTS = {
     "prompt_ablation": [POINT_BOX, BOX, POINT],
 }
 
-from wsss_project.hooks import MlflowRunTagsHook  # noqa: E402
+from wsss_project.hooks import MlflowRunTagsHook, MlflowTrackingUriHook  # noqa: E402
 from wsss_project.validation.hooks import ValidateRunHook  # noqa: E402
 
-HOOKS = (ValidateRunHook(), MlflowRunTagsHook())
+HOOKS = (ValidateRunHook(), MlflowTrackingUriHook(), MlflowRunTagsHook())

@@ -48,7 +48,8 @@ def test_ignore_pixels_are_excluded_whatever_is_predicted():
 
 def test_metrics_are_json_ready():
     pred, target = _hand_case()
-    json.dumps(binary_mask_metrics(pred, target))
+    metrics = binary_mask_metrics(pred, target)
+    assert json.loads(json.dumps(metrics, allow_nan=False)) == metrics  # plain numbers, no NaN
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

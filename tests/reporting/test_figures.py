@@ -69,14 +69,21 @@ def test_sample_panels_omits_prediction_column_when_none_has_one(tmp_path):
 def test_sample_panels_keeps_column_when_some_predictions_are_missing():
     figure = sample_panels([_sample("a"), _sample("b", with_prediction=False)])
     assert len(figure.axes) == 2 * 5
+    with_prediction, without = figure.axes[4], figure.axes[9]
+    assert len(with_prediction.images) == 1 and not with_prediction.texts
+    assert not without.images and [text.get_text() for text in without.texts] == ["n/a"]
 
 
-def test_sample_panels_accepts_missing_or_empty_prompts(tmp_path):
+def test_sample_panels_draws_no_prompts_when_they_are_missing_or_empty(tmp_path):
     sample = _sample("s__0_0")
     sample["prompts"] = prompts_table([])
     other = _sample("s__0_32")
     other["prompts"] = None
-    _assert_saves(sample_panels([sample, other]), tmp_path, "no_prompts")
+    figure = sample_panels([sample, other])
+    for cam_panel in (figure.axes[2], figure.axes[7]):  # CAM column of each row
+        assert len(cam_panel.images) == 2  # the image and the CAM over it, still drawn
+        assert not cam_panel.patches and not cam_panel.collections  # no boxes, no points
+    _assert_saves(figure, tmp_path, "no_prompts")
 
 
 def test_colourise_mask_shows_ignore_grey_and_background_black():

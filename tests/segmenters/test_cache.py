@@ -41,10 +41,12 @@ def test_hit_returns_equal_arrays(tmp_path, image):
 
 
 def test_persists_across_instances(tmp_path, image):
-    EmbeddingCache(tmp_path, MODEL_KEY).get_or_compute(image, fake_embed)
+    first = EmbeddingCache(tmp_path, MODEL_KEY).get_or_compute(image, fake_embed)
     cache = EmbeddingCache(tmp_path, MODEL_KEY)
-    cache.get_or_compute(image, fake_embed)
+    loaded = cache.get_or_compute(image, lambda _: pytest.fail("a new instance recomputed a stored entry"))
     assert (cache.hits, cache.misses) == (1, 0)
+    for name, array in first.arrays.items():
+        np.testing.assert_array_equal(loaded.arrays[name], array)
 
 
 def test_different_image_or_model_misses(tmp_path, image):

@@ -88,11 +88,15 @@ def test_whole_tile_box_does_not_crash(scene):
     assert masks.all() and scores[0] == 0.0  # fallback: the initial mask, no colour evidence
 
 
-def test_uniform_image_does_not_crash():
+def test_uniform_image_gives_a_mask_inside_the_box_scored_in_0_1():
     segmenter = GrabCutSegmenter(PARAMS)
     image = np.full((TILE, TILE, 3), 100, dtype=np.uint8)
-    masks, _ = segmenter.segment(segmenter.embed(image), np.array([[20, 20, 60, 60]]), None)
-    assert masks.shape == (1, TILE, TILE)
+    masks, scores = segmenter.segment(segmenter.embed(image), np.array([[20, 20, 60, 60]]), None)
+    assert masks.shape == (1, TILE, TILE) and masks.dtype == bool
+    outside = np.ones((TILE, TILE), bool)
+    outside[20:60, 20:60] = False
+    assert not masks[0][outside].any()
+    assert 0.0 <= scores[0] <= 1.0 and (masks[0].any() or scores[0] == 0.0)  # an empty mask scores 0
 
 
 def test_no_prompts_gives_empty_arrays(scene):

@@ -94,9 +94,17 @@ def _folder(tmp_path, n=3, size=(40, 50)):
     return {**DATA, "tile_size": 32, "folder": {**DATA["folder"], "images_dir": str(tmp_path / "images"), "masks_dir": str(tmp_path / "masks")}}
 
 
-def test_small_folder_runs(tmp_path):
-    out = _run(_folder(tmp_path))
-    assert len(out["tile_index"]) > 0 and set(out["tile_index"]["landslide"]) == {0, 1}
+def test_small_folder_gives_every_tile_an_image_a_mask_and_a_label_that_agrees(tmp_path):
+    data = _folder(tmp_path)
+    out = _run(data)
+    index = out["tile_index"]
+    assert set(index["landslide"]) == {0, 1} and set(index["split"]) == {"train", "test"}
+    assert set(out["tiles"]) == set(out["tile_masks"]) == set(index["tile_id"])
+    for tile in index.itertuples():
+        assert out["tiles"][tile.tile_id].shape == (32, 32, 3)
+        mask = out["tile_masks"][tile.tile_id]
+        valid = mask[mask != 255]
+        assert tile.landslide == int((valid == 1).mean() >= data["label_min_fraction"])
 
 
 @pytest.mark.parametrize(

@@ -30,9 +30,23 @@ def test_cam_threshold_is_strict_and_never_predicts_a_negative_class():
 def test_perfect_pseudo_labels_score_one_and_ignore_counts_as_background():
     _, masks, cams, index = toy_tiles()
     perfect = evaluate_pseudo_labels(masks, masks, index, ["landslide"])
-    assert perfect["iou"] == 1.0 and perfect["per_source"]["toy"]["iou"] == 1.0
+    assert perfect["iou"] == 1.0 and perfect["per_source"] == {}  # one source: the pooled figures are its own
     ignored = {k: np.where(v == 1, 255, v).astype(np.uint8) for k, v in masks.items()}
     assert evaluate_pseudo_labels(ignored, masks, index, ["landslide"])["recall"] == 0.0
+
+
+def test_per_source_metrics_only_when_a_stage_measures_several_sources():
+    _, masks, _, index = toy_tiles()
+    pseudo = {k: np.zeros_like(v) for k, v in masks.items()}  # misses every landslide: fn only
+    one = evaluate_pseudo_labels(pseudo, masks, index, ["landslide"])
+    assert one["per_source"] == {} and not any(".toy." in key for key in flatten_for_mlflow({"pseudo_labels": one}))
+
+    two_sources = index.assign(source=["a", "a", "b", "b"])  # tiles 1 and 3 hold the landslides
+    two = evaluate_pseudo_labels(pseudo, masks, two_sources, ["landslide"])
+    assert set(two["per_source"]) == {"a", "b"}
+    assert two["per_source"]["a"]["fn"] + two["per_source"]["b"]["fn"] == two["fn"] == one["fn"] > 0
+    flat = flatten_for_mlflow({"pseudo_labels": two})
+    assert flat["pseudo_labels.a.recall"]["value"] == flat["pseudo_labels.b.recall"]["value"] == 0.0
 
 
 def test_cam_threshold_stage_counts_negative_tiles_as_empty():

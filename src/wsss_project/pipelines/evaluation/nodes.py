@@ -1,4 +1,6 @@
-"""Nodes of evaluation: the metrics of each stage, pooled and per source.
+"""Nodes of evaluation: the metrics of each stage, pooled and, when it measures several sources,
+per source (with one source the per-source metrics would repeat the pooled ones, so `per_source`
+is empty).
 
 Stages (APSAM Table I, the classic WSSS baseline and a fully supervised reference), each with a
 `scope` saying which scenes it measures:
@@ -9,7 +11,8 @@ Stages (APSAM Table I, the classic WSSS baseline and a fully supervised referenc
   their original size;
 - supervised_reference (test_scenes): the same ResUNet, schedule and seed trained on the true
   masks, measured by the same code as prediction;
-plus weak_to_full_ratio = prediction IoU / supervised_reference IoU, pooled and per source.
+plus weak_to_full_ratio = prediction IoU / supervised_reference IoU, pooled and per source (the
+sources both test-scene stages report).
 
 Train tiles overlap, so the train-scene stages count each scene pixel once: every pixel belongs
 to one owning tile (nearest valid-window centre, see `imagery.tiling.owned_masks`) and each tile is
@@ -73,12 +76,17 @@ def decode_prediction(prediction: np.ndarray, n_classes: int) -> np.ndarray:
     return prediction
 
 
+def per_source_metrics(by_source: dict[str, ConfusionAccumulator], names: list[str]) -> dict[str, dict]:
+    """The metrics of each source, or {} when the stage measured one source (they are the pooled ones)."""
+    if len(by_source) < 2:
+        return {}
+    return {source: acc.metrics(names) for source, acc in sorted(by_source.items())}
+
+
 def _summarise(
     pooled: ConfusionAccumulator, by_source: dict[str, ConfusionAccumulator], names: list[str], stage: str
 ) -> dict:
-    result = {"scope": STAGE_SCOPES[stage], **pooled.metrics(names)}
-    result["per_source"] = {source: acc.metrics(names) for source, acc in sorted(by_source.items())}
-    return result
+    return {"scope": STAGE_SCOPES[stage], **pooled.metrics(names), "per_source": per_source_metrics(by_source, names)}
 
 
 def _class_names(classes: list[str]) -> list[str]:
@@ -222,7 +230,8 @@ def _ratio_or_none(weak: float, full: float, scope: str) -> float | None:
 
 
 def weak_to_full_ratio(prediction: dict, supervised_reference: dict) -> dict[str, Any]:
-    """prediction IoU / supervised_reference IoU on the test scenes, pooled and per source.
+    """prediction IoU / supervised_reference IoU on the test scenes, pooled and per source (the
+    sources both stages report: none when the test scenes come from one source).
 
     A ratio whose reference IoU is 0 is None (null in JSON, not logged to MLflow), never NaN.
     """
