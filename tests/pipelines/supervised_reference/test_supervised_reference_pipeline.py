@@ -3,20 +3,12 @@ import pandas as pd
 import torch
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
-from toy_tiles import toy_tiles
+from toy_tiles import SEGMENTATION, toy_tiles
 
 from wsss_project.pipeline_registry import register_pipelines
 from wsss_project.pipelines.segmentation_training import create_pipeline as segmentation_pipeline
 from wsss_project.pipelines.supervised_reference import create_pipeline as supervised_pipeline
 from wsss_project.pipelines.supervised_reference.pipeline import HISTORY_PREFIX, NAMESPACE
-
-SEGMENTATION = {
-    "base_width": 4, "depth": 2, "epochs": 1, "batch_size": 2, "optimizer": "adamw", "lr": 1e-3,
-    "weight_decay": 1e-4, "dice_weight": 0.5, "augment": True, "crop_size": 32,
-    "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "tta_flips": False,
-    "inference_batch_size": 2,
-}
-
 
 def _toy_run_inputs():
     """Four train tiles and one 64x100 test scene (two tiles, the second a padded border tile)."""

@@ -1,6 +1,6 @@
 """segmentation_training pipeline."""
 
-from functools import partial
+from functools import partial, update_wrapper
 
 from kedro.pipeline import Pipeline, node, pipeline
 
@@ -16,7 +16,10 @@ def training_pipeline(masks: str = "pseudo_masks", history_prefix: str = HISTORY
     errors); `history_prefix` prefixes the MLflow training curves. supervised_reference reuses this
     pipeline, namespaced, on the true `tile_masks`.
     """
-    train = partial(train_segmentation_model, masks_dataset=masks, history_prefix=history_prefix)
+    # update_wrapper: the node keeps the function's name in Kedro's logs.
+    train = update_wrapper(
+        partial(train_segmentation_model, masks_dataset=masks, history_prefix=history_prefix), train_segmentation_model
+    )
     return pipeline(
         [
             node(
