@@ -11,9 +11,9 @@ import pytest
 from test_run import TINY_PARAMS
 
 from wsss_project.errors import UserInputError
-from wsss_project.settings import CONFIG_LOADER_CLASS
 from wsss_project.learning.mil_training import check_mil_params
 from wsss_project.segmenters.grabcut import GrabCutSegmenter
+from wsss_project.settings import CONFIG_LOADER_CLASS
 from wsss_project.validation.schema import SECTIONS, check_section, validate_parameters
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -27,7 +27,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-
 from wsss_project.validation.schema import check_section
 
 from .base import ImageState, PromptableSegmenter, validate_prompts

@@ -11,6 +11,7 @@ from wsss_project.pipelines.segmentation_training.nodes import (
     train_segmentation_model,
 )
 
+
 def test_predictions_cover_each_test_scene_at_its_original_size():
     tiles, masks, _, index = toy_tiles(4)
     # scene3 is a 64x100 test scene cut into two overlapping-free 64x64 tiles (the second padded).

@@ -10,6 +10,7 @@ from wsss_project.pipelines.segmentation_training import create_pipeline as segm
 from wsss_project.pipelines.supervised_reference import create_pipeline as supervised_pipeline
 from wsss_project.pipelines.supervised_reference.pipeline import HISTORY_PREFIX, NAMESPACE
 
+
 def _toy_run_inputs():
     """Four train tiles and one 64x100 test scene (two tiles, the second a padded border tile)."""
     tiles, masks, _, index = toy_tiles(4)

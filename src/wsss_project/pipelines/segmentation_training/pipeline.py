@@ -4,12 +4,10 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import predict_scenes, train_segmentation_model
-
-HISTORY_PREFIX = "segmentation_training"
+from .nodes import HISTORY_PREFIX, MASKS_DATASET, predict_scenes, train_segmentation_model
 
 
-def training_pipeline(masks: str = "pseudo_masks", history_prefix: str = HISTORY_PREFIX) -> Pipeline:
+def training_pipeline(masks: str = MASKS_DATASET, history_prefix: str = HISTORY_PREFIX) -> Pipeline:
     """Train ResUNet on the train tiles' `masks` and predict the test scenes.
 
     `masks` names the dataset the model learns from (in the node's inputs and in its log and
