@@ -5,6 +5,7 @@ from batch_contract import model_batches, step_batches
 from toy_tiles import toy_tiles
 
 from wsss_project.evaluation.metrics import binary_mask_metrics
+from wsss_project.learning import mil_training
 from wsss_project.learning.cam_training import bce_pos_weight, deterministic_mode
 from wsss_project.learning.localizers import MilLocalizer
 from wsss_project.learning.mil_training import (
@@ -63,9 +64,11 @@ def test_different_seeds_give_different_models():
     assert not all(map(torch.equal, models[0].state_dict().values(), models[1].state_dict().values()))
 
 
-def test_trains_on_exactly_the_contract_batches():
+def test_trains_on_exactly_the_contract_batches(monkeypatch):
     """With lr 0 the weights stay put, so each record's loss and accuracy are those of the initial
     model over the batches it was given: equal to the bit only for the contract's batches, in order."""
+    # lr 0 is no valid setting (the schema asks lr > 0); here it only freezes the weights.
+    monkeypatch.setattr(mil_training, "check_mil_params", lambda mil: None)
     images, labels, _, _, _ = _data(5)
     sizes = np.array([[64, 64], [64, 40], [30, 64], [64, 64], [50, 50]])
     mil = {**MIL, "steps": 6, "batch_size": 2, "log_every": 3, "lr": 0.0, "input_scale": 0.5}
@@ -101,7 +104,9 @@ def test_half_scale_scores_at_tile_size():
 
 @pytest.mark.parametrize(("key", "value"), [("pooling", "max"), ("topk_fraction", 0.0), ("input_scale", 2.0),
                                              ("steps", 0), ("warmup_fraction", 1.0),
-                                             ("max_passes", 0), ("pos_weight", "auto")])
+                                             ("max_passes", 0), ("pos_weight", "auto"),
+                                             # checked by the schema's Mil model, as in a run
+                                             ("lr", 0.0), ("weight_decay", -1e-4), ("width", 0)])
 def test_bad_settings_name_the_parameter(key, value):
     images, labels, sizes, _, _ = _data(2)
     with pytest.raises(ValueError, match=f"localization.mil.{key}"):

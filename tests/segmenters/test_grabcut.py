@@ -195,3 +195,9 @@ def test_mask_does_not_depend_on_earlier_calls():
         segmenter.segment(segmenter.embed(other), boxes, points)  # advances OpenCV's RNG as other tiles would
         again, _ = segmenter.segment(state, boxes, points)
         np.testing.assert_array_equal(first, again)
+
+
+def test_an_unknown_key_is_named_not_ignored():
+    # A setting that silently does nothing is a bug: the schema's GrabCut model forbids it here too.
+    with pytest.raises(ValueError, match=r"sam_labeling\.grabcut\.iteration`; did you mean `sam_labeling\.grabcut\.iterations"):
+        GrabCutSegmenter({**PARAMS, "iteration": 3})

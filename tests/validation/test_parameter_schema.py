@@ -11,8 +11,10 @@ import pytest
 from test_run import TINY_PARAMS
 
 from wsss_project.errors import UserInputError
+from wsss_project.learning.mil_training import check_mil_params
+from wsss_project.segmenters.grabcut import GrabCutSegmenter
 from wsss_project.settings import CONFIG_LOADER_CLASS
-from wsss_project.validation.schema import SECTIONS, validate_parameters
+from wsss_project.validation.schema import SECTIONS, check_section, validate_parameters
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 UNEXPECTED = {"unexpected_key": 1}  # no parameter of the project accepts this value
@@ -187,3 +189,24 @@ def test_settings_that_contradict_each_other_are_named(runtime, expected):
 def test_a_sam_checkpoint_with_grabcut_is_a_warning_not_silence(caplog):
     validate_parameters(_params({"sam_labeling": {"segmenter": "grabcut", "sam": {"checkpoint": "sam.pth"}}}))
     assert "sam.pth is not used" in caplog.text
+
+
+@pytest.mark.parametrize(("section", "key", "value", "check"), [
+    ("localization.mil", "topk_fraction", 1.5, check_mil_params),
+    ("localization.mil", "lr", 0.0, check_mil_params),
+    ("sam_labeling.grabcut", "iterations", 0, GrabCutSegmenter),
+    ("sam_labeling.grabcut", "point_neighbourhood_radius", 0, GrabCutSegmenter),
+])
+def test_code_reading_a_section_applies_the_schemas_rule(section, key, value, check):
+    """One rule, written once: a node or segmenter called outside a run says what the run's check says."""
+    first, second = section.split(".")
+    bad = {**_params()[first][second], key: value}
+    with pytest.raises(UserInputError) as at_node:
+        check(bad)
+    run_message = _error({first: {second: {key: value}}})
+    assert f"`{section}.{key}`" in str(at_node.value) and str(at_node.value) in run_message
+
+
+def test_check_section_needs_a_section_of_the_schema():
+    with pytest.raises(ValueError, match="no parameter section `localization.nope`"):
+        check_section({}, "localization.nope")

@@ -35,7 +35,6 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from wsss_project.contracts import HEATMAP_MAX
-from wsss_project.errors import UserInputError
 from wsss_project.learning.cam_training import (
     bce_pos_weight,
     check_images,
@@ -52,7 +51,7 @@ from wsss_project.learning.data import (
     TileDataset,
     tile_loader,
 )
-from wsss_project.models.pixel_mil import POOLINGS, PixelMIL, mil_pool
+from wsss_project.models.pixel_mil import PixelMIL, mil_pool
 from wsss_project.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -74,21 +73,15 @@ def build_pixel_mil(n_classes: int, mil: Mapping[str, Any]) -> PixelMIL:
 
 
 def check_mil_params(mil: Mapping[str, Any]) -> None:
-    """Fail on values that would silently do something else than asked."""
+    """Fail on values that would silently do something else than asked (the schema's `Mil` rules).
+
+    A missing key is a KeyError naming it, as everywhere in this module.
+    """
+    # Imported here: the schema imports the localizer registry, which imports this module.
+    from wsss_project.validation.schema import check_section
+
     require_params(mil, MIL_TRAIN_KEYS, NAMESPACE)
-    if mil["pooling"] not in POOLINGS:
-        raise UserInputError(f"parameter `{NAMESPACE}.pooling` must be one of {list(POOLINGS)}, got {mil['pooling']!r}")
-    if not 0.0 < float(mil["topk_fraction"]) <= 1.0:
-        raise UserInputError(f"parameter `{NAMESPACE}.topk_fraction` must be in (0, 1], got {mil['topk_fraction']}")
-    if float(mil["lse_r"]) <= 0:
-        raise UserInputError(f"parameter `{NAMESPACE}.lse_r` must be positive, got {mil['lse_r']}")
-    if not 0.0 < float(mil["input_scale"]) <= 1.0:
-        raise UserInputError(f"parameter `{NAMESPACE}.input_scale` must be in (0, 1], got {mil['input_scale']}")
-    for key in ("steps", "batch_size", "log_every", "max_passes"):
-        if float(mil[key]) < 1:
-            raise UserInputError(f"parameter `{NAMESPACE}.{key}` must be >= 1, got {mil[key]}")
-    if not 0.0 <= float(mil["warmup_fraction"]) < 1.0:
-        raise UserInputError(f"parameter `{NAMESPACE}.warmup_fraction` must be in [0, 1), got {mil['warmup_fraction']}")
+    check_section(mil, NAMESPACE)
 
 
 def effective_steps(mil: Mapping[str, Any], n_tiles: int) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,8 @@ from wsss_project.utils.seed import seed_everything
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "segmentation_training"
+# The `optimizer` choices (the parameter schema offers these names).
+OPTIMIZERS = MappingProxyType({"adam": torch.optim.Adam, "adamw": torch.optim.AdamW})
 SEG_TRAIN_KEYS = (
     "seed",
     "epochs",
@@ -125,11 +128,10 @@ def _check_masks(masks: np.ndarray, images: np.ndarray, n_outputs: int) -> None:
 
 
 def _make_optimizer(model: nn.Module, params: Mapping[str, Any]) -> torch.optim.Optimizer:
-    name = str(params["optimizer"]).lower()
-    classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-    if name not in classes:
-        raise UserInputError(f"{NAMESPACE}.optimizer must be 'adam' or 'adamw', got {name!r}")
-    return classes[name](
+    name = params["optimizer"]
+    if name not in OPTIMIZERS:
+        raise UserInputError(f"parameter `{NAMESPACE}.optimizer` must be one of {list(OPTIMIZERS)}, got {name!r}")
+    return OPTIMIZERS[name](
         model.parameters(), lr=float(params["lr"]), weight_decay=float(params["weight_decay"])
     )
 

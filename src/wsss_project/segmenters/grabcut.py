@@ -27,8 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from wsss_project.contracts import HEATMAP_MAX
-from wsss_project.errors import UserInputError
+from wsss_project.validation.schema import check_section
 
 from .base import ImageState, PromptableSegmenter, validate_prompts
 
@@ -58,32 +57,12 @@ def _require(params: dict[str, Any], key: str) -> Any:
 
 
 def _validate_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Read and check the GrabCut parameters; return them typed."""
-    iterations = int(_require(params, "iterations"))
-    point_radius = int(_require(params, "point_radius"))
-    neighbourhood = int(_require(params, "point_neighbourhood_radius"))
-    cam_guided = _require(params, "cam_guided")
-    threshold = _require(params, "prior_threshold")
-    if iterations < 1:
-        raise UserInputError(f"`{_PARAM_PREFIX}.iterations` must be >= 1, got {iterations}")
-    if point_radius < 0:
-        raise UserInputError(f"`{_PARAM_PREFIX}.point_radius` must be >= 0, got {point_radius}")
-    if neighbourhood < point_radius:
-        raise UserInputError(
-            f"`{_PARAM_PREFIX}.point_neighbourhood_radius` ({neighbourhood}) must be >= "
-            f"`{_PARAM_PREFIX}.point_radius` ({point_radius})"
-        )
-    if not isinstance(cam_guided, bool):
-        raise UserInputError(f"`{_PARAM_PREFIX}.cam_guided` must be true or false, got {cam_guided!r}")
-    if threshold is not None and not 0 <= float(threshold) <= HEATMAP_MAX:
-        raise UserInputError(f"`{_PARAM_PREFIX}.prior_threshold` must be in 0..255, got {threshold}")
-    return {
-        "iterations": iterations,
-        "point_radius": point_radius,
-        "point_neighbourhood_radius": neighbourhood,
-        "cam_guided": cam_guided,
-        "prior_threshold": None if threshold is None else float(threshold),
-    }
+    """Read the GrabCut parameters (a missing one is a KeyError naming it), check them by the
+    schema's rules for `sam_labeling.grabcut` (written once, there); return them typed."""
+    values = {key: _require(params, key) for key in GRABCUT_PARAM_KEYS}
+    check_section(params, _PARAM_PREFIX)
+    threshold = values["prior_threshold"]
+    return {**values, "prior_threshold": None if threshold is None else float(threshold)}
 
 
 def _box_slices(boxes: np.ndarray, height: int, width: int) -> list[tuple[slice, slice]]:

@@ -37,6 +37,7 @@ from wsss_project.geometry.prompts import RETRIEVAL_MODES
 from wsss_project.geometry.thresholds import THRESHOLD_RULES
 from wsss_project.imagery.synthetic import DEFAULT_SYNTHETIC_PARAMS
 from wsss_project.learning.localizers import LOCALIZERS
+from wsss_project.learning.segmentation_training import OPTIMIZERS
 from wsss_project.models.cam_classifier import _DILATED_STAGES, BACKBONES
 from wsss_project.models.pixel_mil import POOLINGS
 from wsss_project.pipelines.prompt_generation.nodes import AUTO
@@ -47,7 +48,6 @@ from wsss_project.segmenters.sam import MULTIMASK_CHOICES
 logger = logging.getLogger(__name__)
 
 DATA_SOURCES = ("synthetic", "folder")
-OPTIMIZERS = ("adam", "adamw")
 RGB_CHANNELS = 3
 N_BLOCK_STAGES = 4
 PERCENT_MAX = 100.0
@@ -419,6 +419,24 @@ def validate_parameters(params: Mapping[str, Any]) -> BaseModel:
         raise UserInputError(
             f"invalid parameters ({PARAMETER_SOURCES}):\n" + "\n".join(f"  - {p}" for p in problems)
         ) from None
+
+
+def check_section(params: Mapping[str, Any], path: str) -> None:
+    """Check one section of the parameters (e.g. `localization.mil`) by its model here.
+
+    For the code that reads a section outside a run (a node or a segmenter called directly), where
+    validate_parameters has not run: the rules stay written once, in the section's model. Raises
+    one UserInputError naming every bad `<path>.<key>`.
+    """
+    model = _model_at(path.split("."))
+    if model is None:
+        raise ValueError(f"no parameter section `{path}` in the schema")
+    try:
+        model.model_validate(dict(params))
+    except ValidationError as err:
+        prefix = tuple(path.split("."))
+        problems = [_describe({**error, "loc": (*prefix, *error["loc"])}) for error in err.errors()]
+        raise UserInputError("; ".join(problems)) from None
 
 
 def _describe(error: Mapping[str, Any]) -> str:

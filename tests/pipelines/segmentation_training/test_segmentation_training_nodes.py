@@ -1,6 +1,6 @@
 import numpy as np
 import pandas as pd
-from toy_tiles import toy_tiles
+from toy_tiles import SEGMENTATION, toy_tiles
 
 from wsss_project.learning.segmentation_training import build_resunet
 from wsss_project.pipelines.segmentation_training import nodes
@@ -10,13 +10,6 @@ from wsss_project.pipelines.segmentation_training.nodes import (
     predict_scenes,
     train_segmentation_model,
 )
-
-SEGMENTATION = {
-    "base_width": 4, "depth": 2, "epochs": 1, "batch_size": 2, "optimizer": "adamw", "lr": 1e-3,
-    "weight_decay": 1e-4, "dice_weight": 0.5, "augment": True, "crop_size": 32,
-    "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "tta_flips": False,
-    "inference_batch_size": 2,
-}
 
 
 def test_predictions_cover_each_test_scene_at_its_original_size():

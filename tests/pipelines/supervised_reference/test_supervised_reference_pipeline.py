@@ -3,19 +3,12 @@ import pandas as pd
 import torch
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
-from toy_tiles import toy_tiles
+from toy_tiles import SEGMENTATION, toy_tiles
 
 from wsss_project.pipeline_registry import register_pipelines
 from wsss_project.pipelines.segmentation_training import create_pipeline as segmentation_pipeline
 from wsss_project.pipelines.supervised_reference import create_pipeline as supervised_pipeline
-from wsss_project.pipelines.supervised_reference.nodes import HISTORY_PREFIX
-
-SEGMENTATION = {
-    "base_width": 4, "depth": 2, "epochs": 1, "batch_size": 2, "optimizer": "adamw", "lr": 1e-3,
-    "weight_decay": 1e-4, "dice_weight": 0.5, "augment": True, "crop_size": 32,
-    "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "tta_flips": False,
-    "inference_batch_size": 2,
-}
+from wsss_project.pipelines.supervised_reference.pipeline import HISTORY_PREFIX, NAMESPACE
 
 
 def _toy_run_inputs():
@@ -69,10 +62,21 @@ def test_supervised_reference_reads_tile_masks_and_never_pseudo_masks():
     assert {"supervised_model", "supervised_predictions"} <= pipe.all_outputs()
 
 
+def test_supervised_reference_runs_segmentation_trainings_nodes_namespaced():
+    """One definition of the training and prediction: the reference only renames what they read and write."""
+    weak, reference = segmentation_pipeline(), supervised_pipeline()
+    assert [n.name for n in reference.nodes] == [f"{NAMESPACE}.{n.name}" for n in weak.nodes]
+    def functions(pipe):  # the training node is a functools.partial naming its masks dataset
+        return [getattr(n.func, "func", n.func) for n in pipe.nodes]
+
+    assert functions(reference) == functions(weak)
+    assert {n.namespace for n in reference.nodes} == {NAMESPACE}
+
+
 def test_default_pipeline_trains_and_evaluates_the_supervised_reference():
     pipelines = register_pipelines()
     default = {n.name for n in pipelines["__default__"].nodes}
-    assert {"train_supervised_reference", "predict_supervised_scenes", "evaluate_supervised_reference"} <= default
+    assert {f"{NAMESPACE}.train_segmentation_model", f"{NAMESPACE}.predict_scenes", "evaluate_supervised_reference"} <= default
     assert set(pipelines["supervised_reference"].nodes) <= set(pipelines["__default__"].nodes)
     # Nothing else in the default run is left dangling: the reference's predictions are consumed.
     assert "supervised_predictions" not in pipelines["__default__"].outputs()

@@ -22,6 +22,9 @@ from wsss_project.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
+MASKS_DATASET = "pseudo_masks"  # what the weakly supervised model learns from
+HISTORY_PREFIX = "segmentation_training"  # of its MLflow training curves
+
 
 def ignore_outside_scene(masks: np.ndarray, tiles: pd.DataFrame) -> np.ndarray:
     """The (N, H, W) tile masks with every pixel past each tile's valid height and width set to 255.
@@ -37,7 +40,7 @@ def ignore_outside_scene(masks: np.ndarray, tiles: pd.DataFrame) -> np.ndarray:
 def train_segmentation_model(
     tiles: Partitions, masks: Partitions, tile_index: pd.DataFrame,
     segmentation_training: dict, classes: list[str], seed: int, device: str,
-    masks_dataset: str = "pseudo_masks", history_prefix: str = "segmentation_training",
+    masks_dataset: str = MASKS_DATASET, history_prefix: str = HISTORY_PREFIX,
 ) -> tuple[dict, pd.DataFrame, dict]:
     """Train ResUNet on the train tiles' `masks` (255 = ignore, and so is every pixel outside the scene).
 

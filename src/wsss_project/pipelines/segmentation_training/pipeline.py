@@ -1,16 +1,28 @@
 """segmentation_training pipeline."""
 
+from functools import partial, update_wrapper
+
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import predict_scenes, train_segmentation_model
+from .nodes import HISTORY_PREFIX, MASKS_DATASET, predict_scenes, train_segmentation_model
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def training_pipeline(masks: str = MASKS_DATASET, history_prefix: str = HISTORY_PREFIX) -> Pipeline:
+    """Train ResUNet on the train tiles' `masks` and predict the test scenes.
+
+    `masks` names the dataset the model learns from (in the node's inputs and in its log and
+    errors); `history_prefix` prefixes the MLflow training curves. supervised_reference reuses this
+    pipeline, namespaced, on the true `tile_masks`.
+    """
+    # update_wrapper: the node keeps the function's name in Kedro's logs.
+    train = update_wrapper(
+        partial(train_segmentation_model, masks_dataset=masks, history_prefix=history_prefix), train_segmentation_model
+    )
     return pipeline(
         [
             node(
-                train_segmentation_model,
-                ["tiles", "pseudo_masks", "tile_index", "params:segmentation_training",
+                train,
+                ["tiles", masks, "tile_index", "params:segmentation_training",
                  "params:classes", "params:seed", "params:device"],
                 ["segmentation_model", "segmentation_training_history", "segmentation_training_curves"],
                 name="train_segmentation_model",
@@ -24,3 +36,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ]
     )
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return training_pipeline()

@@ -1,28 +1,25 @@
-"""supervised_reference pipeline."""
+"""supervised_reference pipeline: segmentation_training's pipeline, namespaced, on the true masks."""
 
-from kedro.pipeline import Pipeline, node, pipeline
+from kedro.pipeline import Pipeline, pipeline
 
-from wsss_project.pipelines.segmentation_training.nodes import predict_scenes
+from wsss_project.pipelines.segmentation_training.pipeline import training_pipeline
 
-from .nodes import train_supervised_reference
+NAMESPACE = "supervised_reference"
+HISTORY_PREFIX = "supervised_reference_training"
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """The same nodes, parameters and seed as segmentation_training, fed `tile_masks`; only the
+    datasets it writes are renamed, so the two models sit side by side."""
     return pipeline(
-        [
-            node(
-                train_supervised_reference,
-                ["tiles", "tile_masks", "tile_index", "params:segmentation_training",
-                 "params:classes", "params:seed", "params:device"],
-                ["supervised_model", "supervised_training_history", "supervised_training_curves"],
-                name="train_supervised_reference",
-            ),
-            node(
-                predict_scenes,
-                ["tiles", "tile_index", "scenes", "supervised_model", "params:segmentation_training",
-                 "params:classes", "params:device"],
-                "supervised_predictions",
-                name="predict_supervised_scenes",
-            ),
-        ]
+        training_pipeline(masks="tile_masks", history_prefix=HISTORY_PREFIX),
+        namespace=NAMESPACE,
+        inputs={"tiles", "tile_masks", "tile_index", "scenes"},
+        outputs={
+            "segmentation_model": "supervised_model",
+            "segmentation_training_history": "supervised_training_history",
+            "segmentation_training_curves": "supervised_training_curves",
+            "predictions": "supervised_predictions",
+        },
+        parameters={"params:segmentation_training", "params:classes", "params:seed", "params:device"},
     )
