@@ -9,5 +9,6 @@ CONFIG_LOADER_ARGS = {
 }
 
 from wsss_project.hooks import MlflowRunTagsHook  # noqa: E402
+from wsss_project.run_transaction import RunTransactionHooks  # noqa: E402
 
-HOOKS = (MlflowRunTagsHook(),)
+HOOKS = (MlflowRunTagsHook(), RunTransactionHooks())
