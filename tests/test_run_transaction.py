@@ -119,8 +119,8 @@ class FailOnceStageSaved:
     """Raises once every output of a stage is saved (as a failing save would), after recording
     data/: the hardest point to roll back from, everything of the stage and before it written."""
 
-    def __init__(self, stage: str, project: Path) -> None:
-        self.stage, self.project = stage, project
+    def __init__(self, stage: str, project: Path, error: type[BaseException] = StageFailed) -> None:
+        self.stage, self.project, self.error = stage, project, error
         self.outputs = importlib.import_module(f"wsss_project.pipelines.{stage}").create_pipeline().all_outputs()
         self.saved: set[str] = set()
         self.data_at_failure: dict[str, str] | None = None
@@ -130,7 +130,7 @@ class FailOnceStageSaved:
         self.saved.add(dataset_name)
         if self.outputs <= self.saved:
             self.data_at_failure = _data_state(self.project)
-            raise StageFailed(f"injected failure once {self.stage} saved its outputs")
+            raise self.error(f"injected failure once {self.stage} saved its outputs")
 
 
 def _assert_outputs_load(project: Path) -> None:
@@ -288,6 +288,28 @@ def test_a_run_killed_hard_is_rolled_back_by_the_next_run(project, caplog):
     statuses = _mlflow_statuses(project)
     assert statuses.pop(baseline_run) == "FINISHED"
     assert sorted(statuses.values()) == ["FAILED", "KILLED"]  # the next run failed, the dead one killed
+
+
+@pytest.mark.slow
+def test_a_run_ending_past_kedro_s_error_hook_is_rolled_back_by_the_next_session(project, caplog):
+    """SystemExit from a node is no Exception: Kedro calls no error hook and the run stays open in
+    this process (lock, signal handlers, MLflow run); the next session rolls it back first."""
+    before, latest = _data_state(project), _latest_versions(project)
+    (baseline_run,) = _mlflow_statuses(project)
+    with pytest.raises(SystemExit):
+        _run(project, OTHER_RUN_PARAMS, ["data_preparation"], (FailOnceStageSaved("data_preparation", project, SystemExit),))
+    assert _data_state(project) != before  # left mixed: new tiles, the baseline's in the journal
+
+    with pytest.raises(StageFailed):
+        _run(project, OTHER_RUN_PARAMS, ["data_preparation"], (FailOnceStageSaved("data_preparation", project),))
+
+    assert "ended without Kedro's closing hooks (an exception Kedro does not catch): rolled back" in caplog.text
+    assert _data_state(project) == before
+    assert _latest_versions(project) == latest
+    assert _journal_left(project) == []
+    statuses = _mlflow_statuses(project)
+    assert statuses.pop(baseline_run) == "FINISHED"
+    assert sorted(statuses.values()) == ["FAILED", "KILLED"]  # each run its own, the exited one killed
 
 
 def test_a_second_run_is_refused_while_one_holds_the_lock(tmp_path):

@@ -376,9 +376,13 @@ class RunTransactionHooks:
     def __init__(self) -> None:
         self._open: OpenRun | None = None
 
+    @hook_impl(tryfirst=True)  # before kedro-mlflow looks for an active MLflow run to reuse
+    def after_context_created(self) -> None:
+        self._roll_back_leftover_run()
+
     @hook_impl(wrapper=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> Generator[None, Any, Any]:
-        self._close_leftover_run()
+        self._roll_back_leftover_run()
         run_id = run_params["run_id"]
         journal_dir = Path(run_params["project_path"]) / JOURNAL_DIR
         lock = RunLock.acquire(journal_dir, run_id)
@@ -455,24 +459,28 @@ class RunTransactionHooks:
             raise RunInterrupted(f"{interrupt}: run interrupted") from error
         raise error
 
-    def _abort(self, error: BaseException) -> str | None:
+    def _abort(self, error: BaseException | None) -> str | None:
         """Roll back the open run and end its MLflow run FAILED, or KILLED when interrupted
-        (also when a dataset wrapped the interrupt in its own error). Returns the interrupt."""
+        (also when a dataset wrapped the interrupt in its own error) or when it ended unseen
+        (``error`` None). Returns the interrupt."""
         run = self._open
         if run is None:
             return None
         run.guard.mode = "defer"
         interrupt = run.guard.received or (type(error).__name__ if isinstance(error, KeyboardInterrupt) else None)
+        if interrupt:
+            cause, status = f"was interrupted ({interrupt})", MLFLOW_KILLED
+        elif error is None:
+            cause, status = "ended without Kedro's closing hooks (an exception Kedro does not catch)", MLFLOW_KILLED
+        else:
+            cause, status = f"failed ({type(error).__name__})", MLFLOW_FAILED
         try:
             journal = run.journal
             if journal is None and journal_file(run.journal_dir, run.run_id).exists():
                 journal = RunJournal.load(journal_file(run.journal_dir, run.run_id))
             if journal is not None:
-                counts = journal.roll_back()
-                cause = f"was interrupted ({interrupt})" if interrupt else f"failed ({type(error).__name__})"
-                _log_rollback(f"Run {run.run_id} {cause}", counts, journal.file)
-            mlflow_run = journal.mlflow_run if journal is not None else _active_mlflow_run()
-            _end_mlflow_run(mlflow_run, MLFLOW_KILLED if interrupt else MLFLOW_FAILED)
+                _log_rollback(f"Run {run.run_id} {cause}", journal.roll_back(), journal.file)
+            _end_mlflow_run(journal.mlflow_run if journal is not None else _active_mlflow_run(), status)
         finally:
             self._close(run)
         return interrupt
@@ -482,13 +490,13 @@ class RunTransactionHooks:
         run.lock.release()
         self._open = None
 
-    def _close_leftover_run(self) -> None:
-        """A previous session in this process that ended without Kedro's closing hooks (an
-        exception outside the runner): release it, and let the journal recovery roll it back."""
-        run = self._open
-        if run is not None:
-            logger.warning("Run %s ended without Kedro's closing hooks; releasing it", run.run_id)
-            self._close(run)
+    def _roll_back_leftover_run(self) -> None:
+        """A previous run in this process ended without Kedro's closing hooks (a SystemExit
+        from a node, an interrupt between hooks): it still holds the lock, so it is ours to roll
+        back, and its MLflow run is still active here, so it is ended before kedro-mlflow would
+        reuse it for the next run."""
+        if self._open is not None:
+            self._abort(None)
 
 
 def roll_back_dead_runs(journal_dir: Path) -> None:
