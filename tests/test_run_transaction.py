@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -158,8 +159,14 @@ def _assert_outputs_load(project: Path) -> None:
     assert {"tiles", "tile_index", "cam_model", "pseudo_masks", "predictions", "metrics", "stage_comparison_figure"} <= set(loaded)
 
 
+@dataclass(frozen=True)
+class Baseline:
+    project: Path
+    mlflow_run_left_active: str | None  # in this process, after the run
+
+
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory) -> Path:
+def baseline(tmp_path_factory) -> Baseline:
     """One complete default run on the tiny config: the 'previous complete run' of every test."""
     project = tmp_path_factory.mktemp("baseline")
     _copy_project(Path(__file__).resolve().parents[1], project)
@@ -167,14 +174,23 @@ def baseline(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)
         _run(project, TINY_PARAMS)
-    return project
+    left_active = mlflow.active_run()
+    while mlflow.active_run():  # isolate the other tests from a run left open (see its own test)
+        mlflow.end_run()
+    return Baseline(project, left_active and left_active.info.run_id)
+
+
+def test_a_complete_run_leaves_no_mlflow_run_active_in_the_process(baseline):
+    """kedro-mlflow re-enters its run at every node and ends it once: a second session in the same
+    process (a notebook, these tests) would log into the finished run."""
+    assert baseline.mlflow_run_left_active is None
 
 
 @pytest.fixture
 def project(baseline, project_copy) -> Path:
     """A project whose data/ and mlflow.db are the baseline's."""
-    shutil.copytree(baseline / "data", project_copy / "data")
-    shutil.copy(baseline / "mlflow.db", project_copy / "mlflow.db")
+    shutil.copytree(baseline.project / "data", project_copy / "data")
+    shutil.copy(baseline.project / "mlflow.db", project_copy / "mlflow.db")
     _own_mlflow_db(project_copy)
     assert _journal_left(project_copy) == []
     return project_copy
@@ -256,13 +272,14 @@ def test_ctrl_c_while_labelling_restores_the_previous_run_and_mlflow_says_killed
     output, _ = process.communicate(timeout=SUBPROCESS_DEADLINE_S)
 
     assert process.returncode != 0, output
-    assert "was interrupted (SIGINT): rolled back" in output, output
     assert _data_state(project) == before
     assert _latest_versions(project) == latest
     assert _journal_left(project) == []
     statuses = _mlflow_statuses(project)
     assert statuses.pop(baseline_run) == "FINISHED"
     assert list(statuses.values()) == ["KILLED"]
+    assert "was interrupted (SIGINT): rolled back" in output, output
+    assert output.rstrip().endswith("Aborted!")  # the CLI shows an interrupt, not a traceback
 
 
 @pytest.mark.slow
@@ -274,20 +291,21 @@ def test_a_run_killed_hard_is_rolled_back_by_the_next_run(project, caplog):
     _wait_for(process, _labelling_has_begun(project, started))
     process.kill()  # SIGKILL: no hook, no handler, no atexit
     process.wait()
-    assert len(_journal_left(project)) == 2  # <run>.json and <run>/ (the backups)
     assert _data_state(project) != before  # mixed: new tiles and CAMs, no predictions
+    journal_left_by_kill = _journal_left(project)
 
     # The next run, which itself fails after data preparation, first rolls the dead run back.
     with pytest.raises(StageFailed):
         _run(project, OTHER_RUN_PARAMS, ["data_preparation"], (FailOnceStageSaved("data_preparation", project),))
 
-    assert "ended without finishing (killed or crashed): rolled back" in caplog.text
     assert _data_state(project) == before
     assert _latest_versions(project) == latest
+    assert len(journal_left_by_kill) == 2  # <run>.json and <run>/ (the backups)
     assert _journal_left(project) == []
     statuses = _mlflow_statuses(project)
     assert statuses.pop(baseline_run) == "FINISHED"
     assert sorted(statuses.values()) == ["FAILED", "KILLED"]  # the next run failed, the dead one killed
+    assert "ended without finishing (killed or crashed): rolled back" in caplog.text
 
 
 @pytest.mark.slow
@@ -303,13 +321,13 @@ def test_a_run_ending_past_kedro_s_error_hook_is_rolled_back_by_the_next_session
     with pytest.raises(StageFailed):
         _run(project, OTHER_RUN_PARAMS, ["data_preparation"], (FailOnceStageSaved("data_preparation", project),))
 
-    assert "ended without Kedro's closing hooks (an exception Kedro does not catch): rolled back" in caplog.text
     assert _data_state(project) == before
     assert _latest_versions(project) == latest
     assert _journal_left(project) == []
     statuses = _mlflow_statuses(project)
     assert statuses.pop(baseline_run) == "FINISHED"
     assert sorted(statuses.values()) == ["FAILED", "KILLED"]  # each run its own, the exited one killed
+    assert "ended without Kedro's closing hooks (an exception Kedro does not catch): rolled back" in caplog.text
 
 
 def test_a_second_run_is_refused_while_one_holds_the_lock(tmp_path):
@@ -369,18 +387,22 @@ def _tree(folder: Path) -> dict[str, bytes | None]:
 
 
 def test_interrupt_guard_turns_ctrl_c_into_an_exception_kedro_rolls_back_and_restores_the_handler():
-    previous = signal.getsignal(signal.SIGINT)
+    previous, previous_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     guard = InterruptGuard().install()
     try:
         with pytest.raises(Exception) as caught:  # what Kedro's session catches
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)  # the handler runs at the next bytecode; never reached
         assert isinstance(caught.value, RunInterrupted) and isinstance(caught.value, KeyboardInterrupt)
-        guard.mode = "defer"  # while committing or rolling back, a second Ctrl-C waits
+        with pytest.raises(RunInterrupted, match="SIGTERM"):  # `kill`, CI cancellations, docker stop
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        guard.mode = "defer"  # while committing or rolling back, a second Ctrl-C waits (no raise)
         os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0)
     finally:
         guard.restore()
-    assert signal.getsignal(signal.SIGINT) is previous
+    assert signal.getsignal(signal.SIGINT) is previous and signal.getsignal(signal.SIGTERM) is previous_term
 
 
 def test_the_journal_is_json_naming_every_output(tmp_path):

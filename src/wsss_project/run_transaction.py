@@ -367,6 +367,7 @@ class OpenRun:
     journal_dir: Path
     lock: RunLock
     guard: InterruptGuard
+    owns_mlflow_run: bool  # False when an orchestrator opened the MLflow run: it ends it too
     journal: RunJournal | None = None
 
 
@@ -391,13 +392,16 @@ class RunTransactionHooks:
         except BaseException:
             lock.release()
             raise
-        self._open = OpenRun(run_id, journal_dir, lock, InterruptGuard().install())
+        self._open = OpenRun(
+            run_id, journal_dir, lock, InterruptGuard().install(), owns_mlflow_run=mlflow.active_run() is None
+        )
         try:
             result = yield  # kedro-mlflow opens its run, other hooks check the run
             journal = RunJournal(
                 journal_dir=journal_dir, run_id=run_id, pid=os.getpid(), started=_now(),
                 pipeline="+".join(run_params.get("pipeline_names") or ["__default__"]),
-                entries=plan_journal(pipeline, catalog, journal_dir), mlflow_run=_active_mlflow_run(),
+                entries=plan_journal(pipeline, catalog, journal_dir),
+                mlflow_run=_active_mlflow_run() if self._open.owns_mlflow_run else None,
             )
             self._open.journal = journal
             journal.set_aside()
@@ -480,7 +484,10 @@ class RunTransactionHooks:
                 journal = RunJournal.load(journal_file(run.journal_dir, run.run_id))
             if journal is not None:
                 _log_rollback(f"Run {run.run_id} {cause}", journal.roll_back(), journal.file)
-            _end_mlflow_run(journal.mlflow_run if journal is not None else _active_mlflow_run(), status)
+            if journal is not None:
+                _end_mlflow_run(journal.mlflow_run, status)
+            elif run.owns_mlflow_run:
+                _end_mlflow_run(_active_mlflow_run(), status)
         finally:
             self._close(run)
         return interrupt
