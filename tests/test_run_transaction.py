@@ -262,7 +262,7 @@ def _labelling_has_begun(project: Path, since: float):
 
 
 @pytest.mark.slow
-def test_ctrl_c_while_labelling_restores_the_previous_run_and_mlflow_says_killed(project):
+def test_ctrl_c_once_labelling_has_begun_restores_the_previous_run_and_mlflow_says_killed(project):
     before, latest = _data_state(project), _latest_versions(project)
     (baseline_run,) = _mlflow_statuses(project)
     started = time.time()
@@ -328,6 +328,24 @@ def test_a_run_ending_past_kedro_s_error_hook_is_rolled_back_by_the_next_session
     assert statuses.pop(baseline_run) == "FINISHED"
     assert sorted(statuses.values()) == ["FAILED", "KILLED"]  # each run its own, the exited one killed
     assert "ended without Kedro's closing hooks (an exception Kedro does not catch): rolled back" in caplog.text
+
+
+class RejectRun:
+    """Another project hook refusing the run (as parameter validation does)."""
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        raise StageFailed("rejected before any node")
+
+
+@pytest.mark.slow
+def test_a_run_another_hook_rejects_creates_nothing_and_its_mlflow_run_failed(project_copy):
+    _own_mlflow_db(project_copy)
+    with pytest.raises(StageFailed):
+        _run(project_copy, TINY_PARAMS, extra_hooks=(RejectRun(),))
+    assert not (project_copy / "data").exists()
+    assert list(_mlflow_statuses(project_copy).values()) == ["FAILED"]  # kedro-mlflow had opened it
+    assert mlflow.active_run() is None
 
 
 def test_a_second_run_is_refused_while_one_holds_the_lock(tmp_path):

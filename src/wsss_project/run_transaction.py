@@ -3,13 +3,13 @@ complete run left it, and "latest" of every versioned dataset still means that r
 
 How. A run-level journal, kept by :class:`RunTransactionHooks` (registered in ``settings.HOOKS``):
 
-- ``before_pipeline_run``: take the run lock, roll back any journal a killed run left behind, then
-  (after kedro-mlflow has opened its run and every other hook has accepted the run) journal every
-  file-backed output of the pipeline: the version folders present for a versioned dataset, and
-  the previous file or folder of a non-versioned one, moved aside into
-  ``data/.run_journal/<run id>/`` with ``os.replace`` (one rename; the run never reads the
-  previous value of a dataset it produces). The journal (JSON) is written atomically before
-  anything moves.
+- ``before_pipeline_run``: take the run lock and roll back any journal a killed run left behind
+  (before the other hooks read ``data/``), then, once kedro-mlflow has opened its run and every
+  other hook has accepted the run, journal every file-backed output of the pipeline: the version
+  folders present for a versioned dataset, and the previous file or folder of a non-versioned
+  one, moved aside into ``data/.run_journal/<run id>/`` (one rename on the same filesystem; the
+  run never reads the previous value of a dataset it produces). The journal (JSON) is written
+  atomically before anything moves; a run another hook rejects creates nothing.
 - ``after_pipeline_run``: drop the journal and the backups (the commit).
 - ``on_pipeline_error``, and any error or interrupt in the other hooks: delete what the run wrote
   (new files, partitions, version folders), move the backups back, drop the journal, and end the
@@ -179,9 +179,9 @@ class RunJournal:
                 staging = backup.with_name(backup.name + ".partial")
                 _remove(staging)
                 _copy(Path(entry.path), staging)
-                os.replace(staging, backup)  # a backup exists only once complete
+                shutil.move(staging, backup)  # a backup exists only once complete
             else:
-                os.replace(entry.path, backup)
+                shutil.move(entry.path, backup)  # a rename: plan_journal checked the filesystem
 
     def roll_back(self) -> RollbackCounts:
         """Put back what ``data/`` held before the run. Idempotent: a rollback cut short (by a
@@ -365,7 +365,7 @@ class OpenRun:
 
     run_id: str
     journal_dir: Path
-    lock: RunLock
+    lock: RunLock | None  # taken at once when data/ has a journal folder, else once the run is accepted
     guard: InterruptGuard
     owns_mlflow_run: bool  # False when an orchestrator opened the MLflow run: it ends it too
     journal: RunJournal | None = None
@@ -386,17 +386,16 @@ class RunTransactionHooks:
         self._roll_back_leftover_run()
         run_id = run_params["run_id"]
         journal_dir = Path(run_params["project_path"]) / JOURNAL_DIR
-        lock = RunLock.acquire(journal_dir, run_id)
-        try:
-            roll_back_dead_runs(journal_dir)
-        except BaseException:
-            lock.release()
-            raise
+        # A dead run's journal is rolled back before the other hooks read data/; a project without
+        # a journal folder has none, and gets one only once the run is accepted.
+        lock = _lock_and_recover(journal_dir, run_id) if journal_dir.is_dir() else None
         self._open = OpenRun(
             run_id, journal_dir, lock, InterruptGuard().install(), owns_mlflow_run=mlflow.active_run() is None
         )
         try:
             result = yield  # kedro-mlflow opens its run, other hooks check the run
+            if self._open.lock is None:
+                self._open.lock = _lock_and_recover(journal_dir, run_id)
             journal = RunJournal(
                 journal_dir=journal_dir, run_id=run_id, pid=os.getpid(), started=_now(),
                 pipeline="+".join(run_params.get("pipeline_names") or ["__default__"]),
@@ -494,7 +493,8 @@ class RunTransactionHooks:
 
     def _close(self, run: OpenRun) -> None:
         run.guard.restore()
-        run.lock.release()
+        if run.lock is not None:
+            run.lock.release()
         self._open = None
 
     def _roll_back_leftover_run(self) -> None:
@@ -504,6 +504,17 @@ class RunTransactionHooks:
         reuse it for the next run."""
         if self._open is not None:
             self._abort(None)
+
+
+def _lock_and_recover(journal_dir: Path, run_id: str) -> RunLock:
+    """Take the run lock, then roll back what dead runs left."""
+    lock = RunLock.acquire(journal_dir, run_id)
+    try:
+        roll_back_dead_runs(journal_dir)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def roll_back_dead_runs(journal_dir: Path) -> None:
@@ -610,11 +621,9 @@ def _remove(path: Path) -> None:
 
 
 def _move(source: Path, target: Path) -> None:
+    """A rename, or copy-then-delete across filesystems (rollback stays idempotent)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(source, target)
-    except OSError:  # another filesystem: copy, then delete (rollback stays idempotent)
-        shutil.move(str(source), str(target))
+    shutil.move(source, target)
 
 
 def _copy(source: Path, target: Path) -> None:
