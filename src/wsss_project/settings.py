@@ -20,6 +20,7 @@ SWEEP_VARIANTS = {
 }
 
 from wsss_project.hooks import MlflowRunTagsHook, MlflowTrackingUriHook  # noqa: E402
+from wsss_project.run_transaction import RunTransactionHooks  # noqa: E402
 from wsss_project.validation.hooks import ValidateRunHook  # noqa: E402
 
-HOOKS = (ValidateRunHook(), MlflowTrackingUriHook(), MlflowRunTagsHook())
+HOOKS = (ValidateRunHook(), MlflowTrackingUriHook(), MlflowRunTagsHook(), RunTransactionHooks())
