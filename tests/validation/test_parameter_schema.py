@@ -7,11 +7,15 @@ import functools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_run import TINY_PARAMS
+from toy_tiles import toy_tiles
 
 from wsss_project.errors import UserInputError
+from wsss_project.geometry.thresholds import N_LEVELS, choose_threshold
 from wsss_project.learning.mil_training import check_mil_params
+from wsss_project.pipelines.prompt_generation.nodes import resolve_prompt_generation
 from wsss_project.segmenters.grabcut import GrabCutSegmenter
 from wsss_project.settings import CONFIG_LOADER_CLASS
 from wsss_project.validation.schema import SECTIONS, check_section, validate_parameters
@@ -191,20 +195,45 @@ def test_a_sam_checkpoint_with_grabcut_is_a_warning_not_silence(caplog):
     assert "sam.pth is not used" in caplog.text
 
 
+def _resolve_threshold(prompt_generation: dict) -> None:
+    _, _, cams, index = toy_tiles(2)
+    resolve_prompt_generation(cams, index, prompt_generation, ["landslide"])
+
+
+def _choose_threshold(auto_threshold: dict) -> None:
+    hist = np.ones(N_LEVELS, np.int64)
+    choose_threshold(hist, hist, auto_threshold["rule"], auto_threshold["negative_quantile"],
+                     auto_threshold["fixed_threshold"])
+
+
 @pytest.mark.parametrize(("section", "key", "value", "check"), [
     ("localization.mil", "topk_fraction", 1.5, check_mil_params),
     ("localization.mil", "lr", 0.0, check_mil_params),
     ("sam_labeling.grabcut", "iterations", 0, GrabCutSegmenter),
     ("sam_labeling.grabcut", "point_neighbourhood_radius", 0, GrabCutSegmenter),
+    ("prompt_generation", "threshold", 300, _resolve_threshold),
+    ("prompt_generation", "threshold", "high", _resolve_threshold),
+    ("prompt_generation.auto_threshold", "rule", "median", _choose_threshold),
+    ("prompt_generation.auto_threshold", "negative_quantile", 1.0, _choose_threshold),
 ])
 def test_code_reading_a_section_applies_the_schemas_rule(section, key, value, check):
     """One rule, written once: a node or segmenter called outside a run says what the run's check says."""
-    first, second = section.split(".")
-    bad = {**_params()[first][second], key: value}
+    *parents, last = section.split(".")
+    good = functools.reduce(lambda params, part: params[part], [*parents, last], _params())
     with pytest.raises(UserInputError) as at_node:
-        check(bad)
-    run_message = _error({first: {second: {key: value}}})
+        check({**good, key: value})
+    run_message = _error(functools.reduce(lambda inner, part: {part: inner}, reversed(section.split(".")),
+                                          {key: value}))
     assert f"`{section}.{key}`" in str(at_node.value) and str(at_node.value) in run_message
+
+
+def test_a_partial_check_names_the_bad_keys_present_and_not_the_missing_ones():
+    check_section({"threshold": 90}, "prompt_generation", partial=True)
+    with pytest.raises(UserInputError, match="missing parameter `prompt_generation.splits`"):
+        check_section({"threshold": 90}, "prompt_generation")
+    with pytest.raises(UserInputError) as info:
+        check_section({"threshold": -1}, "prompt_generation", partial=True)
+    assert str(info.value) == "parameter `prompt_generation.threshold` must be 'auto' or a number in 0..255, got -1"
 
 
 def test_check_section_needs_a_section_of_the_schema():
