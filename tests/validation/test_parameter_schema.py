@@ -14,6 +14,8 @@ from toy_tiles import toy_tiles
 
 from wsss_project.errors import UserInputError
 from wsss_project.geometry.thresholds import N_LEVELS, choose_threshold
+from wsss_project.learning.cam_training import bce_pos_weight
+from wsss_project.learning.localizers import localizer_for
 from wsss_project.learning.mil_training import check_mil_params
 from wsss_project.pipelines.prompt_generation.nodes import resolve_prompt_generation
 from wsss_project.segmenters.grabcut import GrabCutSegmenter
@@ -195,6 +197,14 @@ def test_a_sam_checkpoint_with_grabcut_is_a_warning_not_silence(caplog):
     assert "sam.pth is not used" in caplog.text
 
 
+def _cam_pos_weight(localization: dict) -> None:
+    bce_pos_weight(np.eye(2), localization["pos_weight"])
+
+
+def _mil_pos_weight(mil: dict) -> None:
+    bce_pos_weight(np.eye(2), mil["pos_weight"], "localization.mil")
+
+
 def _resolve_threshold(prompt_generation: dict) -> None:
     _, _, cams, index = toy_tiles(2)
     resolve_prompt_generation(cams, index, prompt_generation, ["landslide"])
@@ -211,6 +221,9 @@ def _choose_threshold(auto_threshold: dict) -> None:
     ("localization.mil", "lr", 0.0, check_mil_params),
     ("sam_labeling.grabcut", "iterations", 0, GrabCutSegmenter),
     ("sam_labeling.grabcut", "point_neighbourhood_radius", 0, GrabCutSegmenter),
+    ("localization", "pos_weight", "auto", _cam_pos_weight),
+    ("localization.mil", "pos_weight", -1.0, _mil_pos_weight),
+    ("localization", "method", "cam", localizer_for),
     ("prompt_generation", "threshold", 300, _resolve_threshold),
     ("prompt_generation", "threshold", "high", _resolve_threshold),
     ("prompt_generation.auto_threshold", "rule", "median", _choose_threshold),
