@@ -8,15 +8,19 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from test_run import TINY_PARAMS
 from toy_tiles import toy_tiles
 
 from wsss_project.errors import UserInputError
 from wsss_project.geometry.thresholds import N_LEVELS, choose_threshold
+from wsss_project.imagery.labels import split_scenes
+from wsss_project.imagery.tiling import tile_stride
 from wsss_project.learning.cam_training import bce_pos_weight
 from wsss_project.learning.localizers import localizer_for
 from wsss_project.learning.mil_training import check_mil_params
+from wsss_project.pipelines.data_preparation.nodes import load_scenes, tile_scenes
 from wsss_project.pipelines.prompt_generation.nodes import resolve_prompt_generation
 from wsss_project.segmenters.grabcut import GrabCutSegmenter
 from wsss_project.settings import CONFIG_LOADER_CLASS
@@ -197,6 +201,31 @@ def test_a_sam_checkpoint_with_grabcut_is_a_warning_not_silence(caplog):
     assert "sam.pth is not used" in caplog.text
 
 
+def _load_scenes(data: dict) -> None:
+    load_scenes(data, ["landslide"], 0)
+
+
+def _load_synthetic_scenes(synthetic: dict) -> None:
+    load_scenes({**_params()["data"], "synthetic": synthetic}, ["landslide"], 0)
+
+
+def _load_folder_scenes(folder: dict) -> None:
+    load_scenes({**_params()["data"], "source": "folder", "folder": {**folder, "images_dir": "i", "masks_dir": "m"}},
+                ["landslide"], 0)
+
+
+def _split_scenes(split: dict) -> None:
+    split_scenes(pd.DataFrame({"scene_id": [], "source": []}), split["test_fraction"], 0)
+
+
+def _tile_scenes(data: dict) -> None:
+    tile_scenes({}, pd.DataFrame(), data, ["landslide"])
+
+
+def _tile_stride(data: dict) -> None:
+    tile_stride(data["tile_size"], data["overlap"])
+
+
 def _cam_pos_weight(localization: dict) -> None:
     bce_pos_weight(np.eye(2), localization["pos_weight"])
 
@@ -221,6 +250,12 @@ def _choose_threshold(auto_threshold: dict) -> None:
     ("localization.mil", "lr", 0.0, check_mil_params),
     ("sam_labeling.grabcut", "iterations", 0, GrabCutSegmenter),
     ("sam_labeling.grabcut", "point_neighbourhood_radius", 0, GrabCutSegmenter),
+    ("data", "source", "s3", _load_scenes),
+    ("data.synthetic", "n_scenes", 1, _load_synthetic_scenes),
+    ("data.folder", "stretch_percentiles", [98.0, 2.0], _load_folder_scenes),
+    ("data.split", "test_fraction", 1.0, _split_scenes),
+    ("data", "label_min_fraction", 0.0, _tile_scenes),
+    ("data", "overlap", 1.0, _tile_stride),
     ("localization", "pos_weight", "auto", _cam_pos_weight),
     ("localization.mil", "pos_weight", -1.0, _mil_pos_weight),
     ("localization", "method", "cam", localizer_for),
