@@ -14,6 +14,7 @@ from test_run import TINY_PARAMS
 from toy_tiles import toy_tiles
 
 from wsss_project.errors import UserInputError
+from wsss_project.foundation.sam import load_sam
 from wsss_project.geometry.thresholds import N_LEVELS, choose_threshold
 from wsss_project.imagery.labels import split_scenes
 from wsss_project.imagery.tiling import tile_stride
@@ -22,7 +23,11 @@ from wsss_project.learning.localizers import localizer_for
 from wsss_project.learning.mil_training import check_mil_params
 from wsss_project.pipelines.data_preparation.nodes import load_scenes, tile_scenes
 from wsss_project.pipelines.prompt_generation.nodes import resolve_prompt_generation
+from wsss_project.pipelines.sam_labeling.nodes import TileLabeler
+from wsss_project.segmenters.base import prompts_for_mode
+from wsss_project.segmenters.factory import build_segmenter
 from wsss_project.segmenters.grabcut import GrabCutSegmenter
+from wsss_project.segmenters.sam import parse_multimask_output
 from wsss_project.settings import CONFIG_LOADER_CLASS
 from wsss_project.validation.schema import SECTIONS, check_section, validate_parameters
 
@@ -201,6 +206,27 @@ def test_a_sam_checkpoint_with_grabcut_is_a_warning_not_silence(caplog):
     assert "sam.pth is not used" in caplog.text
 
 
+def _build_segmenter(sam_labeling: dict) -> None:
+    build_segmenter(sam_labeling, "cpu")
+
+
+def _prompts_for_mode(sam_labeling: dict) -> None:
+    prompts_for_mode(np.zeros((0, 4)), np.zeros((0, 2)), sam_labeling["prompt_mode"])
+
+
+def _tile_labeler(sam_labeling: dict) -> None:
+    TileLabeler(GrabCutSegmenter(sam_labeling["grabcut"]), pd.DataFrame(columns=["tile_id", "class_id"]),
+                sam_labeling["prompt_mode"], sam_labeling["unprompted_positive"], None)
+
+
+def _parse_multimask(sam: dict) -> None:
+    parse_multimask_output(sam["multimask_output"])
+
+
+def _load_sam(sam: dict) -> None:
+    load_sam(sam["model_type"], "absent.pth", "cpu")
+
+
 def _load_scenes(data: dict) -> None:
     load_scenes(data, ["landslide"], 0)
 
@@ -248,6 +274,11 @@ def _choose_threshold(auto_threshold: dict) -> None:
 @pytest.mark.parametrize(("section", "key", "value", "check"), [
     ("localization.mil", "topk_fraction", 1.5, check_mil_params),
     ("localization.mil", "lr", 0.0, check_mil_params),
+    ("sam_labeling", "segmenter", "sam2", _build_segmenter),
+    ("sam_labeling", "prompt_mode", "points", _prompts_for_mode),
+    ("sam_labeling", "unprompted_positive", "skip", _tile_labeler),
+    ("sam_labeling.sam", "multimask_output", "maybe", _parse_multimask),
+    ("sam_labeling.sam", "model_type", "vit_x", _load_sam),
     ("sam_labeling.grabcut", "iterations", 0, GrabCutSegmenter),
     ("sam_labeling.grabcut", "point_neighbourhood_radius", 0, GrabCutSegmenter),
     ("data", "source", "s3", _load_scenes),
