@@ -7,12 +7,27 @@ import functools
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from test_run import TINY_PARAMS
+from toy_tiles import toy_tiles
 
 from wsss_project.errors import UserInputError
+from wsss_project.foundation.sam import load_sam
+from wsss_project.geometry.thresholds import N_LEVELS, choose_threshold
+from wsss_project.imagery.labels import split_scenes
+from wsss_project.imagery.tiling import tile_stride
+from wsss_project.learning.cam_training import bce_pos_weight
+from wsss_project.learning.localizers import localizer_for
 from wsss_project.learning.mil_training import check_mil_params
+from wsss_project.pipelines.data_preparation.nodes import load_scenes, tile_scenes
+from wsss_project.pipelines.prompt_generation.nodes import resolve_prompt_generation
+from wsss_project.pipelines.sam_labeling.nodes import TileLabeler
+from wsss_project.segmenters.base import prompts_for_mode
+from wsss_project.segmenters.factory import build_segmenter
 from wsss_project.segmenters.grabcut import GrabCutSegmenter
+from wsss_project.segmenters.sam import parse_multimask_output
 from wsss_project.settings import CONFIG_LOADER_CLASS
 from wsss_project.validation.schema import SECTIONS, check_section, validate_parameters
 
@@ -191,20 +206,113 @@ def test_a_sam_checkpoint_with_grabcut_is_a_warning_not_silence(caplog):
     assert "sam.pth is not used" in caplog.text
 
 
+def _build_segmenter(sam_labeling: dict) -> None:
+    build_segmenter(sam_labeling, "cpu")
+
+
+def _prompts_for_mode(sam_labeling: dict) -> None:
+    prompts_for_mode(np.zeros((0, 4)), np.zeros((0, 2)), sam_labeling["prompt_mode"])
+
+
+def _tile_labeler(sam_labeling: dict) -> None:
+    TileLabeler(GrabCutSegmenter(sam_labeling["grabcut"]), pd.DataFrame(columns=["tile_id", "class_id"]),
+                sam_labeling["prompt_mode"], sam_labeling["unprompted_positive"], None)
+
+
+def _parse_multimask(sam: dict) -> None:
+    parse_multimask_output(sam["multimask_output"])
+
+
+def _load_sam(sam: dict) -> None:
+    load_sam(sam["model_type"], "absent.pth", "cpu")
+
+
+def _load_scenes(data: dict) -> None:
+    load_scenes(data, ["landslide"], 0)
+
+
+def _load_synthetic_scenes(synthetic: dict) -> None:
+    load_scenes({**_params()["data"], "synthetic": synthetic}, ["landslide"], 0)
+
+
+def _load_folder_scenes(folder: dict) -> None:
+    load_scenes({**_params()["data"], "source": "folder", "folder": {**folder, "images_dir": "i", "masks_dir": "m"}},
+                ["landslide"], 0)
+
+
+def _split_scenes(split: dict) -> None:
+    split_scenes(pd.DataFrame({"scene_id": [], "source": []}), split["test_fraction"], 0)
+
+
+def _tile_scenes(data: dict) -> None:
+    tile_scenes({}, pd.DataFrame(), data, ["landslide"])
+
+
+def _tile_stride(data: dict) -> None:
+    tile_stride(data["tile_size"], data["overlap"])
+
+
+def _cam_pos_weight(localization: dict) -> None:
+    bce_pos_weight(np.eye(2), localization["pos_weight"])
+
+
+def _mil_pos_weight(mil: dict) -> None:
+    bce_pos_weight(np.eye(2), mil["pos_weight"], "localization.mil")
+
+
+def _resolve_threshold(prompt_generation: dict) -> None:
+    _, _, cams, index = toy_tiles(2)
+    resolve_prompt_generation(cams, index, prompt_generation, ["landslide"])
+
+
+def _choose_threshold(auto_threshold: dict) -> None:
+    hist = np.ones(N_LEVELS, np.int64)
+    choose_threshold(hist, hist, auto_threshold["rule"], auto_threshold["negative_quantile"],
+                     auto_threshold["fixed_threshold"])
+
+
 @pytest.mark.parametrize(("section", "key", "value", "check"), [
     ("localization.mil", "topk_fraction", 1.5, check_mil_params),
     ("localization.mil", "lr", 0.0, check_mil_params),
+    ("sam_labeling", "segmenter", "sam2", _build_segmenter),
+    ("sam_labeling", "prompt_mode", "points", _prompts_for_mode),
+    ("sam_labeling", "unprompted_positive", "skip", _tile_labeler),
+    ("sam_labeling.sam", "multimask_output", "maybe", _parse_multimask),
+    ("sam_labeling.sam", "model_type", "vit_x", _load_sam),
     ("sam_labeling.grabcut", "iterations", 0, GrabCutSegmenter),
     ("sam_labeling.grabcut", "point_neighbourhood_radius", 0, GrabCutSegmenter),
+    ("data", "source", "s3", _load_scenes),
+    ("data.synthetic", "n_scenes", 1, _load_synthetic_scenes),
+    ("data.folder", "stretch_percentiles", [98.0, 2.0], _load_folder_scenes),
+    ("data.split", "test_fraction", 1.0, _split_scenes),
+    ("data", "label_min_fraction", 0.0, _tile_scenes),
+    ("data", "overlap", 1.0, _tile_stride),
+    ("localization", "pos_weight", "auto", _cam_pos_weight),
+    ("localization.mil", "pos_weight", -1.0, _mil_pos_weight),
+    ("localization", "method", "cam", localizer_for),
+    ("prompt_generation", "threshold", 300, _resolve_threshold),
+    ("prompt_generation", "threshold", "high", _resolve_threshold),
+    ("prompt_generation.auto_threshold", "rule", "median", _choose_threshold),
+    ("prompt_generation.auto_threshold", "negative_quantile", 1.0, _choose_threshold),
 ])
 def test_code_reading_a_section_applies_the_schemas_rule(section, key, value, check):
     """One rule, written once: a node or segmenter called outside a run says what the run's check says."""
-    first, second = section.split(".")
-    bad = {**_params()[first][second], key: value}
+    *parents, last = section.split(".")
+    good = functools.reduce(lambda params, part: params[part], [*parents, last], _params())
     with pytest.raises(UserInputError) as at_node:
-        check(bad)
-    run_message = _error({first: {second: {key: value}}})
+        check({**good, key: value})
+    run_message = _error(functools.reduce(lambda inner, part: {part: inner}, reversed(section.split(".")),
+                                          {key: value}))
     assert f"`{section}.{key}`" in str(at_node.value) and str(at_node.value) in run_message
+
+
+def test_a_partial_check_names_the_bad_keys_present_and_not_the_missing_ones():
+    check_section({"threshold": 90}, "prompt_generation", partial=True)
+    with pytest.raises(UserInputError, match="missing parameter `prompt_generation.splits`"):
+        check_section({"threshold": 90}, "prompt_generation")
+    with pytest.raises(UserInputError) as info:
+        check_section({"threshold": -1}, "prompt_generation", partial=True)
+    assert str(info.value) == "parameter `prompt_generation.threshold` must be 'auto' or a number in 0..255, got -1"
 
 
 def test_check_section_needs_a_section_of_the_schema():

@@ -26,10 +26,10 @@ _KEYS_SHOWN = 3
 
 def _checkpoint_path(model_type: str, checkpoint: str | Path | None) -> Path:
     """The checkpoint's path, once the model type is known and the file exists."""
-    if model_type not in sam_model_registry:
-        raise UserInputError(
-            f"parameter `{MODEL_TYPE_PARAM}` is {model_type!r}; valid values: {sorted(sam_model_registry)}"
-        )
+    # Imported here: the schema's rule for the model type (sam_model_registry's names); it imports the segmenters.
+    from wsss_project.validation.schema import check_section
+
+    check_section({"model_type": model_type}, "sam_labeling.sam", partial=True)
     if checkpoint is None:
         raise UserInputError(f"parameter `{CHECKPOINT_PARAM}` is not set (null)")
     path = Path(checkpoint).expanduser()

@@ -22,6 +22,15 @@ from wsss_project.errors import UserInputError
 N_LEVELS = HEATMAP_MAX + 1  # every value a uint8 heatmap can take
 
 THRESHOLD_RULES = ("negative_quantile", "otsu", "fixed")
+AUTO_THRESHOLD_SECTION = "prompt_generation.auto_threshold"
+
+
+def _check_rule_params(values: dict) -> None:
+    """The schema's rules for the `prompt_generation.auto_threshold` keys given (written once, there)."""
+    # Imported here: the schema imports this module (for THRESHOLD_RULES).
+    from wsss_project.validation.schema import check_section
+
+    check_section(values, AUTO_THRESHOLD_SECTION, partial=True)
 
 
 def heatmap_histogram(heatmap: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
@@ -32,8 +41,7 @@ def heatmap_histogram(heatmap: np.ndarray, valid: np.ndarray | None = None) -> n
 
 def negative_quantile_threshold(negative_hist: np.ndarray, quantile: float) -> int:
     """Smallest T with share(H > T) <= 1 - quantile over the negative-tile pixels."""
-    if not 0.0 < quantile < 1.0:
-        raise UserInputError(f"parameter `prompt_generation.auto_threshold.negative_quantile` must be in (0, 1), got {quantile}")
+    _check_rule_params({"negative_quantile": quantile})
     total = negative_hist.sum()
     if total == 0:
         raise UserInputError(
@@ -64,10 +72,11 @@ def choose_threshold(
     positive_hist: np.ndarray, negative_hist: np.ndarray, rule: str, quantile: float, fixed: int
 ) -> int:
     """T by `rule` (see module doc)."""
+    _check_rule_params({"rule": rule, "negative_quantile": quantile, "fixed_threshold": fixed})
     if rule == "negative_quantile":
         return negative_quantile_threshold(negative_hist, quantile)
     if rule == "otsu":
         return otsu_threshold(positive_hist)
     if rule == "fixed":
         return int(fixed)
-    raise UserInputError(f"parameter `prompt_generation.auto_threshold.rule` must be one of {list(THRESHOLD_RULES)}, got {rule!r}")
+    raise AssertionError(f"unreachable: the schema allows only the rules {THRESHOLD_RULES}, got {rule!r}")

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 
 from wsss_project.contracts import IGNORE_INDEX, TEST_SPLIT, TRAIN_SPLIT
-from wsss_project.errors import UserInputError
 
 
 def image_level_labels(
@@ -35,8 +34,10 @@ def split_scenes(scenes: pd.DataFrame, test_fraction: float, seed: int) -> dict[
     Each source keeps round(test_fraction * n) scenes for test, at least one when it has two or
     more scenes, so every source is measured on unseen scenes.
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise UserInputError(f"parameter `data.split.test_fraction` must be in (0, 1), got {test_fraction}")
+    # Imported here: the schema imports imagery modules. Its rule for `data.split.test_fraction`.
+    from wsss_project.validation.schema import check_section
+
+    check_section({"test_fraction": test_fraction}, "data.split", partial=True)
     rng = np.random.default_rng(seed)
     split: dict[str, str] = {}
     for _, group in scenes.sort_values("scene_id").groupby("source", sort=True):

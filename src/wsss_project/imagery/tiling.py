@@ -29,10 +29,10 @@ class TileWindow:
 
 def tile_stride(tile_size: int, overlap: float) -> int:
     """Step between tile origins for a fractional overlap in [0, 1)."""
-    if tile_size <= 0:
-        raise UserInputError(f"parameter `data.tile_size` must be positive, got {tile_size}")
-    if not 0.0 <= overlap < 1.0:
-        raise UserInputError(f"parameter `data.overlap` must be in [0, 1), got {overlap}")
+    # Imported here: the schema imports imagery modules. Its rules for `data.tile_size` and `data.overlap`.
+    from wsss_project.validation.schema import check_section
+
+    check_section({"tile_size": tile_size, "overlap": overlap}, "data", partial=True)
     return max(1, int(round(tile_size * (1.0 - overlap))))
 
 

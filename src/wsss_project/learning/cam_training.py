@@ -49,7 +49,6 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from wsss_project.contracts import HEATMAP_MAX
-from wsss_project.errors import UserInputError
 from wsss_project.learning.data import (
     AugmentationPolicy,
     EpochBatchSampler,
@@ -213,10 +212,13 @@ def build_cam_classifier(
     )
 
 
-def bce_pos_weight(
-    labels: np.ndarray, setting: Any, parameter: str = f"{NAMESPACE}.pos_weight"
-) -> torch.Tensor | None:
-    """BCE pos_weight from a `pos_weight` setting; errors name `parameter` (shared with pixel MIL)."""
+def bce_pos_weight(labels: np.ndarray, setting: Any, section: str = NAMESPACE) -> torch.Tensor | None:
+    """BCE pos_weight from the `pos_weight` setting of `section` (shared with pixel MIL); the
+    schema's rule for `<section>.pos_weight` (null, 'balanced' or a positive number) is checked."""
+    # Imported here: the schema imports the localizer registry, which imports this module.
+    from wsss_project.validation.schema import check_section
+
+    check_section({"pos_weight": setting}, section, partial=True)
     if setting is None:
         return None
     if setting == "balanced":
@@ -225,11 +227,7 @@ def bce_pos_weight(
         # A class with no positives or no negatives carries no balance information.
         weight = np.where((n_pos > 0) & (n_neg > 0), n_neg / np.maximum(n_pos, 1), 1.0)
         return torch.tensor(weight, dtype=torch.float32)
-    if isinstance(setting, int | float) and not isinstance(setting, bool) and setting > 0:
-        return torch.full((labels.shape[1],), float(setting), dtype=torch.float32)
-    raise UserInputError(
-        f"{parameter} must be null, 'balanced' or a positive number, got {setting!r}"
-    )
+    return torch.full((labels.shape[1],), float(setting), dtype=torch.float32)
 
 
 def train_cam_classifier(

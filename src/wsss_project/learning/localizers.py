@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from wsss_project.errors import UserInputError
 from wsss_project.learning.cam_training import (
+    NAMESPACE,
     build_cam_classifier,
     compute_cams,
     predict_tile_probabilities,
@@ -106,8 +106,10 @@ LOCALIZERS: Mapping[str, Localizer] = MappingProxyType(
 
 
 def localizer_for(localization: Mapping[str, Any]) -> Localizer:
-    """The localizer named by `localization.method`."""
+    """The localizer named by `localization.method` (the schema's choices: this registry's names)."""
+    # Imported here: the schema imports this module (for LOCALIZERS).
+    from wsss_project.validation.schema import check_section
+
     method = localization.get("method")
-    if method not in LOCALIZERS:
-        raise UserInputError(f"parameter `localization.method` must be one of {sorted(LOCALIZERS)}, got {method!r}")
+    check_section({"method": method}, NAMESPACE, partial=True)
     return LOCALIZERS[method]

@@ -152,7 +152,7 @@ def train_pixel_mil(
     seed_everything(seed)
     generator = torch.Generator().manual_seed(seed)
     model = build_pixel_mil(labels.shape[1], mil).to(device, memory_format=torch.channels_last)
-    pos_weight = bce_pos_weight(labels, mil["pos_weight"], f"{NAMESPACE}.pos_weight")
+    pos_weight = bce_pos_weight(labels, mil["pos_weight"], NAMESPACE)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(mil["lr"]), weight_decay=float(mil["weight_decay"]))
     batch = int(mil["batch_size"])
     steps = effective_steps(mil, images.shape[0])

@@ -157,10 +157,11 @@ def prompts_for_mode(
         ``(boxes_xyxy or None, points or None, kept)`` where ``kept`` are the indices into the
         K input prompts of the prompts returned, in order.
     """
-    if mode not in PROMPT_MODES:
-        raise ValueError(
-            f"parameter `sam_labeling.prompt_mode` must be one of {list(PROMPT_MODES)}, got {mode!r}"
-        )
+    if mode not in PROMPT_MODES:  # the schema's message for its rule (PROMPT_MODES), only when it fails
+        # Imported here: the schema imports the segmenters.
+        from wsss_project.validation.schema import check_section
+
+        check_section({"prompt_mode": mode}, "sam_labeling", partial=True)
     boxes_xyxy = xywh_to_xyxy(boxes_xywh)
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if len(boxes_xyxy) != len(points):

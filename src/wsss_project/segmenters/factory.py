@@ -6,8 +6,6 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from wsss_project.errors import UserInputError
-
 from .base import PromptableSegmenter
 
 if TYPE_CHECKING:
@@ -17,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 AUTO, SAM, GRABCUT = "auto", "sam", "grabcut"
 SEGMENTERS = (AUTO, SAM, GRABCUT)
+SECTION = "sam_labeling"
 
 
 def _section(params: Mapping[str, Any], key: str) -> Any:
@@ -53,11 +52,11 @@ def build_segmenter(params: dict[str, Any], device: torch.device | str) -> Promp
     (announced with a warning). A configured checkpoint that does not exist is an error, never a
     silent fallback.
     """
+    # Imported here, like each backend (the schema imports torch): the schema's choices are SEGMENTERS.
+    from wsss_project.validation.schema import check_section
+
     choice = _section(params, "segmenter")
-    if choice not in SEGMENTERS:
-        raise UserInputError(
-            f"parameter `sam_labeling.segmenter` must be one of {list(SEGMENTERS)}, got {choice!r}"
-        )
+    check_section({"segmenter": choice}, SECTION, partial=True)
     resolved = resolve_segmenter_name(params)
     if choice == AUTO and resolved == GRABCUT:
         logger.warning(

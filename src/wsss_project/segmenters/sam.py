@@ -24,8 +24,6 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
-from wsss_project.errors import UserInputError
-
 from .base import ImageState, PromptableSegmenter, validate_prompts
 
 _PARAM_PREFIX = "sam_labeling.sam"
@@ -37,16 +35,16 @@ MULTIMASK_CHOICES = ("auto", "true", "false")
 def parse_multimask_output(value: Any) -> bool | None:
     """``sam_labeling.sam.multimask_output`` -> True, False, or None for ``auto``.
 
-    YAML gives booleans for true/false; the strings "true"/"false"/"auto" are accepted too.
+    YAML gives booleans for true/false; the strings "true"/"false"/"auto" are accepted too (the
+    schema's rule for the parameter, checked here).
     """
+    # Imported here: the schema imports this module (for its choices).
+    from wsss_project.validation.schema import check_section
+
+    check_section({"multimask_output": value}, _PARAM_PREFIX, partial=True)
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in MULTIMASK_CHOICES:
-        return {"auto": None, "true": True, "false": False}[value.strip().lower()]
-    raise UserInputError(
-        f"parameter `{_PARAM_PREFIX}.multimask_output` must be one of "
-        f"{list(MULTIMASK_CHOICES)}, got {value!r}"
-    )
+    return {"auto": None, "true": True, "false": False}[value.strip().lower()]
 
 
 class SamSegmenter(PromptableSegmenter):

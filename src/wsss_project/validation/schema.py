@@ -421,12 +421,14 @@ def validate_parameters(params: Mapping[str, Any]) -> BaseModel:
         ) from None
 
 
-def check_section(params: Mapping[str, Any], path: str) -> None:
+def check_section(params: Mapping[str, Any], path: str, *, partial: bool = False) -> None:
     """Check one section of the parameters (e.g. `localization.mil`) by its model here.
 
     For the code that reads a section outside a run (a node or a segmenter called directly), where
     validate_parameters has not run: the rules stay written once, in the section's model. Raises
-    one UserInputError naming every bad `<path>.<key>`.
+    one UserInputError naming every bad `<path>.<key>`. `partial`: check only the keys present (for
+    code that reads a few keys of a section); a missing key is then not an error here, and the
+    section's cross-field rules, which need every field, are not checked.
     """
     model = _model_at(path.split("."))
     if model is None:
@@ -435,8 +437,10 @@ def check_section(params: Mapping[str, Any], path: str) -> None:
         model.model_validate(dict(params))
     except ValidationError as err:
         prefix = tuple(path.split("."))
-        problems = [_describe({**error, "loc": (*prefix, *error["loc"])}) for error in err.errors()]
-        raise UserInputError("; ".join(problems)) from None
+        errors = [error for error in err.errors() if not (partial and error["type"] == "missing")]
+        if errors:
+            problems = [_describe({**error, "loc": (*prefix, *error["loc"])}) for error in errors]
+            raise UserInputError("; ".join(problems)) from None
 
 
 def _describe(error: Mapping[str, Any]) -> str:

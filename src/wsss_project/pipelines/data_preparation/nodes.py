@@ -17,11 +17,13 @@ from wsss_project.errors import UserInputError
 from wsss_project.imagery.labels import image_level_labels, split_scenes
 from wsss_project.imagery.synthetic import generate_scene
 from wsss_project.imagery.tiling import cut_tile, tile_windows
+from wsss_project.validation.schema import check_section
 
 logger = logging.getLogger(__name__)
 
 SYNTHETIC_SOURCE = "synthetic"
 FALLBACK_SOURCE = "folder"
+SECTION = "data"
 
 
 @dataclass
@@ -43,8 +45,6 @@ def source_of(scene_id: str, pattern: str | None) -> str:
 def _synthetic_scenes(params: dict, seed: int) -> dict[str, Scene]:
     cfg = params["synthetic"]
     n_scenes = int(cfg["n_scenes"])
-    if n_scenes < 2:
-        raise UserInputError(f"parameter `data.synthetic.n_scenes` must be >= 2 (train and test), got {n_scenes}")
     scenes = {}
     started = time.perf_counter()
     for index in range(n_scenes):
@@ -110,20 +110,15 @@ def _folder_scenes(params: dict, n_classes: int) -> dict[str, Scene]:
 
 
 def _stretch_percentiles(cfg: dict) -> tuple[float, float]:
-    """`data.folder.stretch_percentiles` as (low, high) with 0 <= low < high <= 100."""
-    value = cfg.get("stretch_percentiles")
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError) as err:
-        raise UserInputError(
-            f"parameter `data.folder.stretch_percentiles` must be [low, high], got {value!r}"
-        ) from err
-    if not 0.0 <= low < high <= 100.0:
-        raise UserInputError(
-            "parameter `data.folder.stretch_percentiles` must satisfy 0 <= low < high <= 100, "
-            f"got {value!r}"
-        )
+    """`data.folder.stretch_percentiles` as (low, high) (0 <= low < high <= 100: the schema's rule)."""
+    low, high = (float(v) for v in cfg["stretch_percentiles"])
     return low, high
+
+
+def _check_data(data: dict) -> None:
+    """The schema's rules for the `data` keys given (written once, there): a node called outside a
+    run, or with a few keys, still fails naming `data.<key>`."""
+    check_section(data, SECTION, partial=True)
 
 
 def load_scenes(data: dict, classes: list[str], seed: int) -> dict[str, Scene]:
@@ -132,16 +127,15 @@ def load_scenes(data: dict, classes: list[str], seed: int) -> dict[str, Scene]:
     Everything is read and checked before anything is returned, so bad input fails before any
     output is written.
     """
-    source = data["source"]
-    if source == "synthetic":
+    _check_data(data)  # data.source is one of the schema's DATA_SOURCES
+    if data["source"] == "synthetic":
         return _synthetic_scenes(data, seed)
-    if source == "folder":
-        return _folder_scenes(data, len(classes))
-    raise UserInputError(f"parameter `data.source` must be 'synthetic' or 'folder', got {source!r}")
+    return _folder_scenes(data, len(classes))
 
 
 def split_scene_table(scenes_raw: dict[str, Scene], data: dict, seed: int) -> pd.DataFrame:
     """One row per scene: id, source, size, georeferencing and its seeded train/test split."""
+    _check_data(data)
     table = pd.DataFrame(
         {
             "scene_id": list(scenes_raw),
@@ -167,10 +161,9 @@ def tile_scenes(
     Returns the tile index (with one 0/1 image-level label column per class), the RGB tiles and
     the class-index tile masks (padding marked 255 = ignore).
     """
+    _check_data(data)
     tile_size = int(data["tile_size"])
     min_fraction = float(data["label_min_fraction"])
-    if not 0.0 < min_fraction <= 1.0:
-        raise UserInputError(f"parameter `data.label_min_fraction` must be in (0, 1], got {min_fraction}")
     rows, tiles, masks = [], {}, {}
     for scene in scenes.itertuples(index=False):
         raw = scenes_raw[scene.scene_id]

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 
 from wsss_project.contracts import TRAIN_SPLIT, cam_key
-from wsss_project.errors import UserInputError
 from wsss_project.geometry.prompts import adaptive_prompts, prompts_table
 from wsss_project.geometry.thresholds import N_LEVELS, choose_threshold, heatmap_histogram
 from wsss_project.tile_data import (
@@ -22,6 +21,7 @@ from wsss_project.tile_data import (
 logger = logging.getLogger(__name__)
 
 AUTO = "auto"
+SECTION = "prompt_generation"
 
 
 def _heatmap_histograms(
@@ -49,15 +49,18 @@ def resolve_prompt_generation(
     `threshold: auto` chooses T on the train tiles by `auto_threshold.rule` from their heatmaps and
     image-level labels only (geometry/thresholds.py); a number is used as given.
     """
+    # Imported here: the schema imports this module (for AUTO).
+    from wsss_project.validation.schema import check_section
+
     threshold = prompt_generation["threshold"]
+    # The schema's rules for the keys given (`threshold` is 'auto' or 0..255, the rule's choices, ...).
+    check_section(prompt_generation, SECTION, partial=True)
     if threshold == AUTO:
         rule = prompt_generation["auto_threshold"]
         positive, negative = _heatmap_histograms(cams, tiles_of_split(tile_index, TRAIN_SPLIT), classes)
         threshold = choose_threshold(positive, negative, rule["rule"], float(rule["negative_quantile"]),
                                      int(rule["fixed_threshold"]))
         logger.info("T = %d chosen by rule %s from heatmaps and image-level labels (no masks)", threshold, rule["rule"])
-    elif isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= N_LEVELS - 1:
-        raise UserInputError(f"parameter `prompt_generation.threshold` must be 'auto' or a number in 0..255, got {threshold!r}")
     resolved = {**prompt_generation, "threshold": int(threshold)}
     return resolved, {"prompt_generation.threshold": {"value": float(threshold), "step": 0}}
 

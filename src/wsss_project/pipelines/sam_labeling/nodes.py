@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 from wsss_project.contracts import IGNORE_INDEX, cam_key
-from wsss_project.errors import UserInputError
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene
 from wsss_project.segmenters import factory
 from wsss_project.segmenters.base import ImageState, PromptableSegmenter, prompts_for_mode
@@ -65,8 +64,10 @@ class TileLabeler:
         self, segmenter: PromptableSegmenter, prompts: pd.DataFrame, prompt_mode: str,
         unprompted: str, cache: EmbeddingCache | None,
     ) -> None:
-        if unprompted not in UNPROMPTED_POLICIES:
-            raise UserInputError(f"parameter `sam_labeling.unprompted_positive` must be one of {list(UNPROMPTED_POLICIES)}")
+        # Imported here: the schema imports this module (for UNPROMPTED_POLICIES).
+        from wsss_project.validation.schema import check_section
+
+        check_section({"unprompted_positive": unprompted}, "sam_labeling", partial=True)
         self.segmenter, self.prompt_mode, self.unprompted, self.cache = segmenter, prompt_mode, unprompted, cache
         self.by_tile = {key: group for key, group in prompts.groupby(["tile_id", "class_id"], sort=False)}
         self.done, self.started = 0, time.perf_counter()
