@@ -93,6 +93,13 @@ def _multimask(value: Any) -> Any:
     raise ValueError(f"must be one of {list(MULTIMASK_CHOICES)}")
 
 
+def _sam_model_type(value: str) -> str:
+    # read at validation time: the registry is segment_anything's, and a caller may register a model
+    if value not in sam_model_registry:
+        raise ValueError(f"must be one of {list(sam_model_registry)}, got {value!r}")
+    return value
+
+
 def _device_name(value: str) -> str:
     if value == "auto":
         return value
@@ -272,7 +279,7 @@ class PromptGeneration(Section):
 
 class Sam(Section):
     checkpoint: str | None
-    model_type: choice(sam_model_registry)
+    model_type: Annotated[str, AfterValidator(_sam_model_type)]
     multimask_output: Annotated[Any, AfterValidator(_multimask)]
 
 
