@@ -145,7 +145,8 @@ def _peak_labelling_memory(n_tiles: int, workdir: Path, checkpoint: Path) -> int
         tile_id = f"s{k}__0_0"
         tiles[tile_id] = lambda seed=k: np.random.default_rng(seed).integers(0, 256, (256, 256, 3), dtype=np.uint8)
         cams[f"landslide/{tile_id}"] = lambda: np.zeros((256, 256), np.uint8)
-        rows.append({"tile_id": tile_id, "scene_id": f"s{k}", "source": "x", "split": "train", "landslide": 1})
+        rows.append({"tile_id": tile_id, "scene_id": f"s{k}", "source": "x", "split": "train", "landslide": 1,
+                     "row": 0, "col": 0, "height": 256, "width": 256})
         prompts.append({"tile_id": tile_id, "class_id": 1, "prompt_id": 0, "x0": 40, "y0": 40, "w": 60, "h": 50,
                         "px": 70.0, "py": 65.0, "area": 2500.0})
     params = {
