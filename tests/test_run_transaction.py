@@ -18,6 +18,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import copy_project
 from kedro.framework.hooks import hook_impl
 from kedro.framework.project import settings
 from kedro.framework.session import KedroSession
@@ -59,13 +60,6 @@ POLL_S = 0.02
 
 class StageFailed(RuntimeError):
     """The failure injected into a stage."""
-
-
-def _copy_project(source: Path, target: Path) -> None:
-    shutil.copy(source / "pyproject.toml", target / "pyproject.toml")
-    shutil.copytree(source / "conf", target / "conf", ignore=shutil.ignore_patterns("local"), dirs_exist_ok=True)
-    (target / "conf" / "local").mkdir(exist_ok=True)
-    (target / "src").mkdir(exist_ok=True)
 
 
 def _own_mlflow_db(project: Path) -> None:
@@ -168,8 +162,7 @@ class Baseline:
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> Baseline:
     """One complete default run on the tiny config: the 'previous complete run' of every test."""
-    project = tmp_path_factory.mktemp("baseline")
-    _copy_project(Path(__file__).resolve().parents[1], project)
+    project = copy_project(tmp_path_factory.mktemp("baseline"))
     _own_mlflow_db(project)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)
