@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+from project_files import PROJECT_ROOT, copy_project
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("WSSS_REAL_DATA", PROJECT_ROOT.parent / "shared" / "data" / "landslide_real"))
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
-
-
-def copy_project(destination: Path) -> Path:
-    """The project's pyproject.toml and conf/ (without conf/local) copied into `destination`."""
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", destination / "pyproject.toml")
-    shutil.copytree(PROJECT_ROOT / "conf", destination / "conf", ignore=shutil.ignore_patterns("local"))
-    (destination / "conf" / "local").mkdir()
-    (destination / "src").mkdir()  # Kedro checks it exists; the package itself is installed
-    return destination
 
 
 @pytest.fixture

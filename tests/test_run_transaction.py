@@ -18,7 +18,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import copy_project
 from kedro.framework.hooks import hook_impl
 from kedro.framework.project import settings
 from kedro.framework.session import KedroSession
@@ -26,6 +25,7 @@ from kedro.framework.startup import bootstrap_project
 from kedro.io import MemoryDataset
 from kedro_datasets.matplotlib import MatplotlibDataset
 from kedro_datasets.partitions import PartitionedDataset
+from project_files import copy_project
 from test_run import TINY_PARAMS
 
 import wsss_project

@@ -1,0 +1,20 @@
+"""A throw-away copy of the Kedro project's configuration, for tests that run Kedro sessions.
+
+A plain module (not conftest.py) so test modules can import it: `tests/benchmarks/conftest.py`
+would shadow a `from conftest import ...` depending on collection order."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_project(destination: Path) -> Path:
+    """The project's pyproject.toml and conf/ (without conf/local) copied into `destination`."""
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", destination / "pyproject.toml")
+    shutil.copytree(PROJECT_ROOT / "conf", destination / "conf", ignore=shutil.ignore_patterns("local"))
+    (destination / "conf" / "local").mkdir()
+    (destination / "src").mkdir()  # Kedro checks it exists; the package itself is installed
+    return destination
