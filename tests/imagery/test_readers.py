@@ -9,6 +9,7 @@ from wsss_project.imagery.readers import (
     find_scene_files,
     read_image,
     read_image_and_valid,
+    stretch_to_uint8,
     read_mask,
     validate_rgb_bands,
     write_georeferenced_mask,
@@ -175,9 +176,20 @@ def _write_tif(path, bands, nodata=None, **profile):
 
 
 def _stretched(values, low=2.0, high=98.0):
-    """The percentile stretch of `values` alone, computed independently of the reader."""
-    lo, hi = np.percentile(values.astype(np.float64), [low, high])
+    """The per-band percentile stretch of (N, bands) `values` alone, computed independently of the reader."""
+    lo, hi = np.percentile(values.astype(np.float64), [low, high], axis=0)
     return np.clip((values - lo) * 255.0 / (hi - lo), 0, 255).round().astype(np.uint8)
+
+
+def test_the_stretch_is_per_band_so_a_band_gain_and_offset_change_nothing():
+    band = RNG.integers(0, 200, (32, 32), dtype=np.uint8)
+    grey = np.stack([band, band, band], axis=-1)
+    # a sensor with another gain and offset per band sees the same ground
+    cast = np.stack([band // 2 + 20, band, (band * 1.2 + 5).astype(np.uint8)], axis=-1)
+    stretched = stretch_to_uint8(grey, stretch_uint8=True)
+    assert np.abs(stretch_to_uint8(cast, stretch_uint8=True).astype(int) - stretched).max() <= 2  # halved grey levels round
+    assert np.array_equal(stretched[..., 0], stretched[..., 2])
+    np.testing.assert_array_equal(stretch_to_uint8(cast), cast)  # uint8 is kept unless asked
 
 
 def test_nodata_value_is_left_out_of_the_stretch_and_written_as_zero(tmp_path):
@@ -250,8 +262,10 @@ def test_rgb_bands_choose_and_order_the_bands(tmp_path):
     swapped, _, _ = read_image_and_valid(path, rgb_bands=[3, 2, 1])
     np.testing.assert_array_equal(swapped, default[..., ::-1])
     false_colour, _, _ = read_image_and_valid(path, rgb_bands=(4, 3, 2))
-    # band 4 is the brightest band, so it is the brightest channel and lands in R
-    assert false_colour[..., 0].mean() > false_colour[..., 1].mean() > false_colour[..., 2].mean()
+    # band 4 lands in R, band 3 in G, band 2 in B, each stretched on its own values
+    for channel, band in enumerate((4, 3, 2)):
+        expected = _stretched(bands[band - 1].reshape(-1, 1)).reshape(bands.shape[1:])
+        np.testing.assert_array_equal(false_colour[..., channel], expected)
     # PNG/JPEG: bands are the channels R=1, G=2, B=3
     image = _rgb()
     cv2.imwrite(str(tmp_path / "c.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

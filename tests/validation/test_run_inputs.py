@@ -19,7 +19,7 @@ from wsss_project.validation.inputs import (
 
 FOLDER = {
     "extensions": [".png"], "mask_class_values": [255], "mask_palette": None,
-    "source_pattern": "^([A-Za-z]+)[_-]", "rgb_bands": None, "stretch_percentiles": [2.0, 98.0],
+    "source_pattern": "^([A-Za-z]+)[_-]", "rgb_bands": None, "stretch_percentiles": [2.0, 98.0], "radiometry": "stretch",
 }
 LOCALIZATION = {"method": "cam_classifier", "backbone": "small", "base_width": 8, "blocks": [1, 1, 1, 1],
                 "output_stride": 16}

@@ -111,23 +111,32 @@ def stretch_to_uint8(
     low_percentile: float = 2.0,
     high_percentile: float = 98.0,
     valid: np.ndarray | None = None,
+    stretch_uint8: bool = False,
 ) -> np.ndarray:
-    """Map a non-uint8 image to 0..255 by a per-image percentile stretch (as GIS viewers do).
+    """Map an (H, W, C) image to 0..255 by a per-band percentile stretch, as GIS viewers show
+    an RGB composite (QGIS's cumulative count cut).
 
+    Per band, because sensors differ per band (a green-cast scene keeps its landslides bright
+    in red once each band spans 0..255). uint8 input is kept as read unless `stretch_uint8`.
     `valid` (bool, broadcastable to `array`) marks the values that count: the percentiles are
     taken over them only, so a nodata value (0, -9999) does not pull the stretch, and every
     invalid value is written as 0.
     """
     keep = np.ones(array.shape, bool) if valid is None else np.broadcast_to(valid, array.shape)
-    if array.dtype == np.uint8:
+    if array.dtype == np.uint8 and not stretch_uint8:
         return np.where(keep, array, 0).astype(np.uint8)
     values = array.astype(np.float64)
     if not keep.any():
         raise ValueError("stretch_to_uint8: no valid value to take percentiles over")
-    low, high = np.percentile(values[keep], [low_percentile, high_percentile])
-    scale = 255.0 / (high - low) if high > low else 0.0
     out = np.zeros(array.shape, np.uint8)
-    out[keep] = np.clip((values[keep] - low) * scale, 0, 255).round().astype(np.uint8)
+    for band in range(array.shape[-1]):
+        band_keep = keep[..., band]
+        if not band_keep.any():
+            continue  # a band with no valid value stays 0, as its invalid values do
+        band_values = values[..., band][band_keep]
+        low, high = np.percentile(band_values, [low_percentile, high_percentile])
+        scale = 255.0 / (high - low) if high > low else 0.0
+        out[..., band][band_keep] = np.clip((band_values - low) * scale, 0, 255).round().astype(np.uint8)
     return out
 
 
@@ -182,10 +191,12 @@ def read_image_and_valid(
     low_percentile: float = 2.0,
     high_percentile: float = 98.0,
     rgb_bands: Sequence[int] = DEFAULT_RGB_BANDS,
+    stretch_uint8: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """RGB uint8 (H,W,3), the valid-pixel mask (H,W) and {crs, transform} (None for PNG/JPEG).
 
-    A GeoTIFF pixel is nodata when all its chosen bands are masked (GDAL's rule for a dataset
+    Non-8-bit bands are always stretched per band to 0..255 (stretch_to_uint8); 8-bit ones
+    only with `stretch_uint8`. A GeoTIFF pixel is nodata when all its chosen bands are masked (GDAL's rule for a dataset
     mask) or non-finite; nodata pixels are left out of the stretch and written as 0. A band
     masked in an otherwise valid pixel is also left out and written as 0. PNG/JPEG carry no
     nodata. A file with no valid pixel is an error naming it.
@@ -204,7 +215,7 @@ def read_image_and_valid(
             f"{path}: every pixel is nodata (the file's nodata value, mask or NaN); "
             "remove the scene or fix its nodata"
         )
-    rgb = stretch_to_uint8(bands, low_percentile, high_percentile, band_valid)
+    rgb = stretch_to_uint8(bands, low_percentile, high_percentile, band_valid, stretch_uint8)
     return np.ascontiguousarray(rgb), valid, meta
 
 

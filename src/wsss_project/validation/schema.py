@@ -48,6 +48,9 @@ from wsss_project.segmenters.sam import MULTIMASK_CHOICES
 logger = logging.getLogger(__name__)
 
 DATA_SOURCES = ("synthetic", "folder")
+# data.folder.radiometry: every scene stretched per band (8-bit too), or 8-bit scenes as read
+RADIOMETRY_STRETCH = "stretch"
+RADIOMETRY_MODES = (RADIOMETRY_STRETCH, "as_read")
 RGB_CHANNELS = 3
 N_BLOCK_STAGES = 4
 PERCENT_MAX = 100.0
@@ -168,6 +171,7 @@ class Folder(Section):
     source_pattern: Annotated[str, AfterValidator(_regex_with_group)] | None
     rgb_bands: Annotated[list[PositiveInt], Field(min_length=RGB_CHANNELS, max_length=RGB_CHANNELS)] | None
     stretch_percentiles: Annotated[list[float], Field(min_length=2, max_length=2), AfterValidator(_percentile_pair)]
+    radiometry: choice(RADIOMETRY_MODES)
 
 
 class Split(Section):

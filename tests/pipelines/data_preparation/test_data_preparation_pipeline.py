@@ -28,7 +28,7 @@ DATA = {
     "folder": {
         "images_dir": None, "masks_dir": None, "extensions": [".png", ".jpg", ".tif"],
         "mask_class_values": [255], "mask_palette": None, "source_pattern": "^([A-Za-z]+)[_-]",
-        "rgb_bands": [1, 2, 3], "stretch_percentiles": [2.0, 98.0],
+        "rgb_bands": [1, 2, 3], "stretch_percentiles": [2.0, 98.0], "radiometry": "stretch",
     },
     "tile_size": 256, "overlap": 0.4, "label_min_fraction": 0.01, "split": {"test_fraction": 0.3},
 }
@@ -215,3 +215,28 @@ def test_stretch_percentiles_reach_the_reader(tmp_path):
     # a full-range stretch saturates only the extreme valid values, the 2..98 one saturates ~2% each
     share = lambda scenes: (scenes["g_0"].image[~nodata] == 255).mean()  # noqa: E731
     assert share(wide) < 0.01 < share(narrow)
+
+
+def _png_folder(tmp_path, images: dict[str, np.ndarray]) -> dict:
+    """A folder source of 8-bit PNG scenes, each with an empty mask."""
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    for name, image in images.items():
+        cv2.imwrite(str(tmp_path / "images" / f"{name}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(tmp_path / "masks" / f"{name}.png"), np.zeros(image.shape[:2], np.uint8))
+    return {**DATA, "folder": {**DATA["folder"], "images_dir": str(tmp_path / "images"), "masks_dir": str(tmp_path / "masks")}}
+
+
+@pytest.mark.parametrize("radiometry, same", [("stretch", True), ("as_read", False)])
+def test_radiometry_stretch_gives_two_sensors_of_one_ground_the_same_scene(tmp_path, radiometry, same):
+    ground = np.random.default_rng(0).integers(0, 256, (48, 48, 3)).astype(np.float64)
+    bright = ground.astype(np.uint8)
+    # the same ground through a darker sensor with a green cast (bijie beside sichuan)
+    dark = (ground * [0.4, 0.5, 0.35] + [30, 50, 35]).astype(np.uint8)
+    data = _png_folder(tmp_path, {"a_bright": bright, "b_dark": dark})
+    data["folder"]["radiometry"] = radiometry
+    scenes = load_scenes(data, ["landslide"], 0)
+    difference = np.abs(scenes["a_bright"].image.astype(int) - scenes["b_dark"].image.astype(int)).max()
+    assert bool(difference <= 3) == same  # rounding of the dark sensor's coarser grey levels
+    if radiometry == "as_read":
+        np.testing.assert_array_equal(scenes["b_dark"].image, dark)

@@ -17,7 +17,7 @@ from wsss_project.errors import UserInputError
 from wsss_project.imagery.labels import image_level_labels, split_scenes
 from wsss_project.imagery.synthetic import generate_scene
 from wsss_project.imagery.tiling import cut_tile, tile_windows
-from wsss_project.validation.schema import check_section
+from wsss_project.validation.schema import RADIOMETRY_STRETCH, check_section
 
 logger = logging.getLogger(__name__)
 
@@ -81,12 +81,13 @@ def _folder_scenes(params: dict, n_classes: int) -> dict[str, Scene]:
 
     rgb_bands = validate_rgb_bands(cfg.get("rgb_bands"))
     low, high = _stretch_percentiles(cfg)
+    stretch_uint8 = cfg["radiometry"] == RADIOMETRY_STRETCH
     files = find_scene_files(cfg["images_dir"], cfg["masks_dir"], cfg["extensions"])
     scenes = {}
     nodata_scenes, nodata_pixels, all_pixels = 0, 0, 0
     started = time.perf_counter()
     for number, scene_file in enumerate(files, start=1):
-        image, valid, meta = read_image_and_valid(scene_file.image_path, low, high, rgb_bands)
+        image, valid, meta = read_image_and_valid(scene_file.image_path, low, high, rgb_bands, stretch_uint8)
         mask = read_mask(scene_file.mask_path, image.shape[:2], class_values, palette)
         # The image decides: where it has no data the mask's class is no evidence for labels
         # or metrics, whatever the mask file says.
