@@ -74,7 +74,8 @@ class RegionLabeler:
     """
 
     def __init__(self, source: RegionSource, threshold: float, unprompted: str) -> None:
-        from wsss_project.validation.schema import check_section  # the schema imports the segmenters
+        # Imported here: the schema imports the segmenters.
+        from wsss_project.validation.schema import check_section
 
         check_section({"unprompted_positive": unprompted}, "sam_labeling", partial=True)
         self.source, self.threshold, self.unprompted = source, float(threshold), unprompted

@@ -237,7 +237,8 @@ class SuperpixelRegions(RegionSource):
         self.params = dict(params[self.method])
 
     def all_regions(self, image: np.ndarray) -> RegionSet:
-        from skimage.segmentation import felzenszwalb, slic  # imported here: only this source needs it
+        # Imported here: only this source needs scikit-image.
+        from skimage.segmentation import felzenszwalb, slic
 
         if self.method == SLIC:
             p = self.params
@@ -291,7 +292,8 @@ def build_region_source(regions: dict[str, Any], sam_model: torch.nn.Module | No
             ``superpixels`` and ``sam_auto``.
         sam_model: the loaded SAM, needed for ``source: sam_auto``.
     """
-    from wsss_project.validation.schema import check_section  # the schema imports this module
+    # Imported here: the schema imports this module.
+    from wsss_project.validation.schema import check_section
 
     check_section(regions, _PARAM_PREFIX)
     if regions["source"] == SUPERPIXELS:

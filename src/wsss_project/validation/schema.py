@@ -43,7 +43,12 @@ from wsss_project.models.pixel_mil import POOLINGS
 from wsss_project.pipelines.prompt_generation.nodes import AUTO
 from wsss_project.pipelines.sam_labeling.nodes import UNPROMPTED_POLICIES
 from wsss_project.segmenters.factory import REGIONS, SEGMENTERS
-from wsss_project.segmenters.regions import REGION_SOURCES, SAM_AUTO, SUPERPIXEL_METHODS, SUPERPIXELS
+from wsss_project.segmenters.regions import (
+    REGION_SOURCES,
+    SAM_AUTO,
+    SUPERPIXEL_METHODS,
+    SUPERPIXELS,
+)
 from wsss_project.segmenters.sam import MULTIMASK_CHOICES
 
 logger = logging.getLogger(__name__)
