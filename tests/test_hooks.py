@@ -65,3 +65,12 @@ def test_kedro_mlflow_tracks_into_the_project_database_from_any_folder(project_c
         context = session.load_context()  # kedro-mlflow connects and creates its experiment here
     assert context.mlflow.server.mlflow_tracking_uri == f"sqlite:///{project_copy.resolve()}/mlflow.db"
     assert (project_copy / "mlflow.db").is_file() and not (notebooks / "mlflow.db").exists()
+
+
+def test_a_regions_run_has_no_prompt_mode_tag():
+    from wsss_project.hooks import NO_PROMPTS, run_tags
+
+    labeling = {"segmenter": "regions", "prompt_mode": "point_box", "sam": {"checkpoint": None}}
+    tags = run_tags({"sam_labeling": labeling}, None)
+    assert (tags["segmenter"], tags["prompt_mode"]) == ("regions", NO_PROMPTS)
+    assert run_tags({"sam_labeling": {**labeling, "segmenter": "grabcut"}}, None)["prompt_mode"] == "point_box"

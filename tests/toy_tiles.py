@@ -9,9 +9,17 @@ import pandas as pd
 SIZE = 64
 GRABCUT = {"iterations": 3, "point_radius": 2, "point_neighbourhood_radius": 8, "cam_guided": False,
            "prior_threshold": None}
+# sam_labeling.regions as in conf/base, SLIC sized for the 64-px toy tiles.
+REGIONS = {"source": "superpixels", "area_gate": 0.3,
+           "superpixels": {"method": "slic", "slic": {"n_segments": 64, "compactness": 10.0, "sigma": 1.0},
+                           "felzenszwalb": {"scale": 100.0, "sigma": 0.8, "min_size": 20}},
+           "sam_auto": {"points_per_side": 32, "points_per_batch": 64, "pred_iou_thresh": 0.88,
+                        "stability_score_thresh": 0.95, "stability_score_offset": 1.0, "box_nms_thresh": 0.7,
+                        "crop_n_layers": 0, "min_mask_region_area": 0}}
 SAM_LABELING = {"segmenter": "grabcut", "prompt_mode": "point_box", "unprompted_positive": "ignore",
                 "embedding_cache_dir": None, "sam": {"checkpoint": None, "model_type": "vit_b",
-                                                     "multimask_output": "auto"}, "grabcut": GRABCUT}
+                                                     "multimask_output": "auto"}, "grabcut": GRABCUT,
+                "regions": REGIONS}
 PROMPT_GENERATION = {"threshold": 120, "splits": ["train"],
                      "filters": {"min_contour_area": 0, "min_box_side": 0, "retrieval": "external",
                                  "snap_points_inside": False}}

@@ -18,7 +18,7 @@ from kedro.pipeline.node import Node
 from kedro.runner import SequentialRunner
 
 from wsss_project.pipelines.prompt_generation.nodes import AUTO
-from wsss_project.segmenters.factory import resolve_segmenter_name
+from wsss_project.segmenters.factory import REGIONS, resolve_segmenter_name
 from wsss_project.tracking import MLFLOW_CONFIG_PATTERNS, project_sqlite_uri
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ RUN_NAME_TAG = "mlflow.runName"  # MLflow's reserved tag: setting it renames the
 RESOLVED_PARAMS = "prompt_generation_resolved"  # the run's prompt_generation with a numeric T
 RESOLVE_NODE = "resolve_prompt_generation"  # the node that writes it
 DEFAULT_PIPELINE = "__default__"
+NO_PROMPTS = "none"  # the prompt_mode tag of a run whose segmenter takes no prompts (regions)
 # KedroSession records its runner as str(runner): an object repr such as
 # "<kedro.runner.sequential_runner.SequentialRunner object at 0x7f...>".
 RUNNER_REPR = re.compile(r"<(?:[\w.]+\.)?(\w+) object at 0x[0-9a-fA-F]+>")
@@ -62,7 +63,8 @@ def run_tags(params: dict[str, Any], pipeline_name: str | None) -> dict[str, str
         "dataset": dataset_label(data),
         "segmenter": segmenter,
         "threshold": str(params.get("prompt_generation", {}).get("threshold", "")),
-        "prompt_mode": str(labeling.get("prompt_mode", "")),
+        # segmenter regions takes no prompts: its runs must not look like a prompt mode's
+        "prompt_mode": NO_PROMPTS if segmenter == REGIONS else str(labeling.get("prompt_mode", "")),
         "pipeline": pipeline_name or DEFAULT_PIPELINE,
     }
 

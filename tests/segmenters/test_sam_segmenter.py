@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from segment_anything.modeling import (
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
-    Sam,
-    TwoWayTransformer,
-)
+from segment_anything.modeling import Sam
+from tiny_sam import EMBED_DIM, IMG_SIZE, PATCH, build_tiny_sam
 
 from wsss_project.segmenters.base import prompts_for_mode
 from wsss_project.segmenters.cache import EmbeddingCache
@@ -22,50 +16,9 @@ from wsss_project.segmenters.factory import build_segmenter
 from wsss_project.segmenters.sam import SamSegmenter
 from wsss_project.utils.fingerprint import checkpoint_fingerprint
 
-IMG_SIZE = 128  # SAM input side (ResizeLongestSide target)
-PATCH = 16
-EMBED_DIM = 32
 TILE = 96  # tiles are resized up to IMG_SIZE, as 256-px tiles are to 1024 in the real model
 SAM_PARAMS = {"multimask_output": True}
 DEVICE = torch.device("cpu")
-
-
-def build_tiny_sam(seed: int = 0) -> Sam:
-    """SAM's architecture, tiny: 2 ViT blocks of width 32, one decoder block."""
-    torch.manual_seed(seed)
-    grid = IMG_SIZE // PATCH
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=IMG_SIZE,
-            patch_size=PATCH,
-            embed_dim=EMBED_DIM,
-            depth=2,
-            num_heads=2,
-            mlp_ratio=2.0,
-            out_chans=EMBED_DIM,
-            qkv_bias=True,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True,
-            window_size=4,
-            global_attn_indexes=(1,),
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=EMBED_DIM,
-            image_embedding_size=(grid, grid),
-            input_image_size=(IMG_SIZE, IMG_SIZE),
-            mask_in_chans=4,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(
-                depth=1, embedding_dim=EMBED_DIM, mlp_dim=64, num_heads=2
-            ),
-            transformer_dim=EMBED_DIM,
-            iou_head_depth=2,
-            iou_head_hidden_dim=32,
-        ),
-    )
-    return sam.eval()
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from wsss_project.pipelines.sam_labeling.nodes import TileLabeler
 from wsss_project.segmenters.base import prompts_for_mode
 from wsss_project.segmenters.factory import build_segmenter
 from wsss_project.segmenters.grabcut import GrabCutSegmenter
+from wsss_project.segmenters.regions import build_region_source
 from wsss_project.segmenters.sam import parse_multimask_output
 from wsss_project.settings import CONFIG_LOADER_CLASS
 from wsss_project.validation.schema import SECTIONS, check_section, validate_parameters
@@ -206,6 +207,32 @@ def test_a_sam_checkpoint_with_grabcut_is_a_warning_not_silence(caplog):
     assert "sam.pth is not used" in caplog.text
 
 
+@pytest.mark.parametrize(("regions", "named"), [
+    ({"source": "sam_auto"}, "parameter `sam_labeling.sam.checkpoint` must be set when sam_labeling.regions.source is sam_auto"),
+    ({"area_gate": 0}, "parameter `sam_labeling.regions.area_gate`"),
+    ({"area_gate": 1.01}, "parameter `sam_labeling.regions.area_gate`"),
+    ({"superpixels": {"slic": {"compactness": 0.0}}}, "parameter `sam_labeling.regions.superpixels.slic.compactness`"),
+    ({"superpixels": {"felzenszwalb": {"min_size": 0}}}, "parameter `sam_labeling.regions.superpixels.felzenszwalb.min_size`"),
+    ({"sam_auto": {"box_nms_thresh": 0.0}}, "parameter `sam_labeling.regions.sam_auto.box_nms_thresh`"),
+    ({"sam_auto": {"points_per_sides": 16}}, "did you mean `sam_labeling.regions.sam_auto.points_per_side`?"),
+])
+def test_bad_region_settings_are_named(regions, named):
+    assert named in _error({"sam_labeling": {"segmenter": "regions", "regions": regions}})
+
+
+def test_region_settings_validate_and_a_sam_checkpoint_with_superpixels_is_a_warning(caplog):
+    validate_parameters(_params({"sam_labeling": {"segmenter": "regions", "regions": {"area_gate": 1}}}))
+    validate_parameters(_params({"sam_labeling": {"segmenter": "regions", "regions": {"source": "sam_auto"},
+                                                  "sam": {"checkpoint": "sam.pth"}}}))
+    assert "not used" not in caplog.text
+    validate_parameters(_params({"sam_labeling": {"segmenter": "regions", "sam": {"checkpoint": "sam.pth"}}}))
+    assert "superpixels: sam_labeling.sam.checkpoint sam.pth is not used" in caplog.text
+
+
+def test_the_default_segmenter_is_still_auto():
+    assert _params()["sam_labeling"]["segmenter"] == "auto"
+
+
 def _build_segmenter(sam_labeling: dict) -> None:
     build_segmenter(sam_labeling, "cpu")
 
@@ -281,6 +308,8 @@ def _choose_threshold(auto_threshold: dict) -> None:
     ("sam_labeling.sam", "model_type", "vit_x", _load_sam),
     ("sam_labeling.grabcut", "iterations", 0, GrabCutSegmenter),
     ("sam_labeling.grabcut", "point_neighbourhood_radius", 0, GrabCutSegmenter),
+    ("sam_labeling.regions", "source", "watershed", build_region_source),
+    ("sam_labeling.regions", "area_gate", 1.5, build_region_source),
     ("data", "source", "s3", _load_scenes),
     ("data.synthetic", "n_scenes", 1, _load_synthetic_scenes),
     ("data.folder", "stretch_percentiles", [98.0, 2.0], _load_folder_scenes),

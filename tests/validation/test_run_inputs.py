@@ -148,6 +148,24 @@ def test_grabcut_does_not_open_the_sam_checkpoint(corrupt_file):
     check_run_inputs({"sam_labeling": labeling}, {"params:sam_labeling"})
 
 
+def test_superpixel_regions_do_not_open_the_sam_checkpoint_and_sam_auto_does(corrupt_file):
+    labeling = {"segmenter": "regions", "regions": {"source": "superpixels"},
+                "sam": {"checkpoint": str(corrupt_file), "model_type": "vit_b"}}
+    check_run_inputs({"sam_labeling": labeling}, {"params:sam_labeling"})
+    with pytest.raises(UserInputError, match="sam_labeling.sam.checkpoint"):
+        check_run_inputs({"sam_labeling": {**labeling, "regions": {"source": "sam_auto"}}}, {"params:sam_labeling"})
+
+
+def test_the_prompt_ablation_is_refused_with_regions_and_the_threshold_sweep_is_not():
+    labeling = {"segmenter": "regions", "regions": {"source": "superpixels"},
+                "sam": {"checkpoint": None, "model_type": "vit_b"}}
+    with pytest.raises(UserInputError, match="sam_labeling.prompt_mode"):
+        check_run_inputs({"sam_labeling": labeling}, {"params:sam_labeling", "params:prompt_ablation.box.sam_labeling"})
+    check_run_inputs({"sam_labeling": labeling}, {"params:sam_labeling", "params:threshold_sweep.t050.prompt_generation"})
+    check_run_inputs({"sam_labeling": {**labeling, "segmenter": "grabcut"}},
+                     {"params:sam_labeling", "params:prompt_ablation.box.sam_labeling"})
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has CUDA")
 def test_a_device_this_machine_lacks_is_named():
     with pytest.raises(UserInputError, match="parameter `device`"):

@@ -1,4 +1,5 @@
-"""Choose and build the promptable segmenter from the ``sam_labeling`` parameters."""
+"""Choose and build the run's segmenter from the ``sam_labeling`` parameters: a promptable segmenter
+(SAM, GrabCut) or, for ``segmenter: regions``, a region source (superpixels, SAM's automatic masks)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .base import PromptableSegmenter
+from .regions import SAM_AUTO
 
 if TYPE_CHECKING:
     import torch
 
+    from .regions import RegionSource
+
 logger = logging.getLogger(__name__)
 
-AUTO, SAM, GRABCUT = "auto", "sam", "grabcut"
-SEGMENTERS = (AUTO, SAM, GRABCUT)
+AUTO, SAM, GRABCUT, REGIONS = "auto", "sam", "grabcut", "regions"
+SEGMENTERS = (AUTO, SAM, GRABCUT, REGIONS)
 SECTION = "sam_labeling"
 
 
@@ -39,18 +43,28 @@ def resolve_segmenter_name(params: Mapping[str, Any]) -> str:
     return GRABCUT if (params.get("sam") or {}).get("checkpoint") is None else SAM
 
 
-def build_segmenter(params: dict[str, Any], device: torch.device | str) -> PromptableSegmenter:
-    """Build the segmenter named by ``params["segmenter"]`` (auto | sam | grabcut).
+def uses_sam(params: Mapping[str, Any]) -> bool:
+    """Whether the run loads SAM: ``segmenter`` resolves to ``sam``, or is ``regions`` with
+    ``regions.source: sam_auto``. Pure, like :func:`resolve_segmenter_name`."""
+    resolved = resolve_segmenter_name(params)
+    return resolved == SAM or (resolved == REGIONS and _section(params, "regions")["source"] == SAM_AUTO)
+
+
+def build_segmenter(params: dict[str, Any], device: torch.device | str) -> PromptableSegmenter | RegionSource:
+    """Build the segmenter named by ``params["segmenter"]`` (auto | sam | grabcut | regions).
 
     Args:
         params: the ``sam_labeling`` parameters: ``segmenter``, ``sam`` (``checkpoint``,
-            ``model_type``, ``multimask_output``: auto | true | false) and ``grabcut`` (see
-            :class:`~wsss_project.segmenters.grabcut.GrabCutSegmenter`).
+            ``model_type``, ``multimask_output``: auto | true | false), ``grabcut`` (see
+            :class:`~wsss_project.segmenters.grabcut.GrabCutSegmenter`) and ``regions`` (see
+            :func:`~wsss_project.segmenters.regions.build_region_source`).
         device: a torch.device or a ``device`` parameter (auto | cpu | cuda | cuda:N).
 
     ``auto`` means ``sam`` when ``sam.checkpoint`` is set, else the weight-free ``grabcut``
     (announced with a warning). A configured checkpoint that does not exist is an error, never a
-    silent fallback.
+    silent fallback. ``regions`` gives a :class:`~wsss_project.segmenters.regions.RegionSource`,
+    which takes no prompts (labelled by region voting, segmenters/region_voting.py); its
+    ``sam_auto`` source loads SAM from ``sam.checkpoint`` as ``sam`` does.
     """
     # Imported here, like each backend (the schema imports torch): the schema's choices are SEGMENTERS.
     from wsss_project.validation.schema import check_section
@@ -68,6 +82,12 @@ def build_segmenter(params: dict[str, Any], device: torch.device | str) -> Promp
 
         logger.info("Segmenter: GrabCut")
         return GrabCutSegmenter(_section(params, "grabcut"))
+    if resolved == REGIONS and not uses_sam(params):
+        from .regions import build_region_source
+
+        source = build_region_source(_section(params, "regions"))
+        logger.info("Segmenter: regions (%s)", source.source)
+        return source
 
     # imported here, like each backend: choosing a segmenter (run tags at startup) needs no torch
     import torch
@@ -83,8 +103,15 @@ def build_segmenter(params: dict[str, Any], device: torch.device | str) -> Promp
             raise KeyError(f"missing parameter `sam_labeling.sam.{key}`")
     # Checked before loading the checkpoint, so a typo fails in seconds, not after a model load.
     parse_multimask_output(sam_params["multimask_output"])
+    if resolved == REGIONS:
+        check_section(_section(params, "regions"), f"{SECTION}.regions")
     if not isinstance(device, torch.device):
         device = resolve_device(device)
     model = load_sam(sam_params["model_type"], sam_params["checkpoint"], device)
+    if resolved == REGIONS:
+        from .regions import build_region_source
+
+        logger.info("Segmenter: regions (SAM %s automatic masks on %s)", sam_params["model_type"], device)
+        return build_region_source(_section(params, "regions"), model.to(device))
     logger.info("Segmenter: SAM %s on %s", sam_params["model_type"], device)
     return SamSegmenter(model, device, sam_params)

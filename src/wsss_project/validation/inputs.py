@@ -38,6 +38,7 @@ def check_run_inputs(params: Mapping[str, Any], pipeline_inputs: Collection[str]
         check_pretrained_backbone(params["localization"], len(params["classes"]))
     if reads_section(pipeline_inputs, "sam_labeling"):
         check_sam_labeling(params["sam_labeling"])
+        check_prompt_ablation(params["sam_labeling"], pipeline_inputs)
 
 
 def check_device(device: str) -> None:
@@ -86,12 +87,29 @@ def check_pretrained_backbone(localization: Mapping[str, Any], n_classes: int) -
 
 def check_sam_labeling(sam_labeling: Mapping[str, Any]) -> None:
     """The SAM checkpoint, when SAM will be used, is readable as the declared model type."""
+    from wsss_project.segmenters.factory import uses_sam
+
     sam = sam_labeling["sam"]
-    if sam_labeling["segmenter"] == "grabcut" or sam["checkpoint"] is None:
+    if not uses_sam(sam_labeling) or sam["checkpoint"] is None:
         return
     from wsss_project.foundation.sam import check_sam_checkpoint
 
     check_sam_checkpoint(sam["model_type"], sam["checkpoint"])
+
+
+def check_prompt_ablation(sam_labeling: Mapping[str, Any], pipeline_inputs: Collection[str]) -> None:
+    """The prompt ablation (its namespaces vary `sam_labeling.prompt_mode`) is not run with
+    `segmenter: regions`, which takes no prompts: every row would be the same labelling."""
+    from wsss_project.segmenters.factory import REGIONS
+    from wsss_project.sweep_variants import PROMPT_ABLATION
+
+    ablation = f"{PARAMS_PREFIX}{PROMPT_ABLATION}."
+    if sam_labeling["segmenter"] == REGIONS and any(name.startswith(ablation) for name in pipeline_inputs):
+        raise UserInputError(
+            "the prompt ablation varies parameter `sam_labeling.prompt_mode`, which `sam_labeling.segmenter: "
+            "regions` does not use (regions are voted by their mean CAM, without prompts): run the threshold "
+            "sweep's variants alone (--tags threshold_sweep.t050,...), or choose segmenter auto, sam or grabcut"
+        )
 
 
 def check_learnable_labels(tile_index: pd.DataFrame, classes: Sequence[str], split: str = "train") -> None:

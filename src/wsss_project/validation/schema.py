@@ -42,7 +42,13 @@ from wsss_project.models.cam_classifier import _DILATED_STAGES, BACKBONES
 from wsss_project.models.pixel_mil import POOLINGS
 from wsss_project.pipelines.prompt_generation.nodes import AUTO
 from wsss_project.pipelines.sam_labeling.nodes import UNPROMPTED_POLICIES
-from wsss_project.segmenters.factory import SEGMENTERS
+from wsss_project.segmenters.factory import REGIONS, SEGMENTERS
+from wsss_project.segmenters.regions import (
+    REGION_SOURCES,
+    SAM_AUTO,
+    SUPERPIXEL_METHODS,
+    SUPERPIXELS,
+)
 from wsss_project.segmenters.sam import MULTIMASK_CHOICES
 
 logger = logging.getLogger(__name__)
@@ -304,6 +310,45 @@ class GrabCut(Section):
         return self
 
 
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class Slic(Section):
+    n_segments: PositiveInt
+    compactness: PositiveFloat
+    sigma: NonNegativeFloat
+
+
+class Felzenszwalb(Section):
+    scale: PositiveFloat
+    sigma: NonNegativeFloat
+    min_size: PositiveInt
+
+
+class Superpixels(Section):
+    method: choice(SUPERPIXEL_METHODS)
+    slic: Slic
+    felzenszwalb: Felzenszwalb
+
+
+class SamAuto(Section):
+    points_per_side: PositiveInt
+    points_per_batch: PositiveInt
+    pred_iou_thresh: Fraction
+    stability_score_thresh: Fraction
+    stability_score_offset: PositiveFloat
+    box_nms_thresh: Annotated[float, Field(gt=0, le=1)]
+    crop_n_layers: NonNegativeInt
+    min_mask_region_area: NonNegativeInt
+
+
+class Regions(Section):
+    source: choice(REGION_SOURCES)
+    area_gate: Annotated[float, Field(gt=0, le=1, description="ALPS sigma: the largest share of a tile a region may cover")]
+    superpixels: Superpixels
+    sam_auto: SamAuto
+
+
 class SamLabeling(Section):
     segmenter: choice(SEGMENTERS)
     prompt_mode: choice(PROMPT_MODES)
@@ -311,6 +356,7 @@ class SamLabeling(Section):
     embedding_cache_dir: str | None
     sam: Sam
     grabcut: GrabCut
+    regions: Regions
 
     @model_validator(mode="after")
     def _checkpoint_matches_segmenter(self) -> SamLabeling:
@@ -322,6 +368,16 @@ class SamLabeling(Section):
         if self.segmenter == "grabcut" and self.sam.checkpoint is not None:
             logger.warning(
                 "sam_labeling.segmenter is grabcut: sam_labeling.sam.checkpoint %s is not used", self.sam.checkpoint
+            )
+        if self.segmenter == REGIONS and self.regions.source == SAM_AUTO and self.sam.checkpoint is None:
+            raise ValueError(
+                f"parameter `sam_labeling.sam.checkpoint` must be set when sam_labeling.regions.source is {SAM_AUTO} "
+                f"(a local file; nothing is downloaded), or use regions.source: {SUPERPIXELS}"
+            )
+        if self.segmenter == REGIONS and self.regions.source == SUPERPIXELS and self.sam.checkpoint is not None:
+            logger.warning(
+                "sam_labeling.regions.source is superpixels: sam_labeling.sam.checkpoint %s is not used",
+                self.sam.checkpoint,
             )
         return self
 

@@ -26,6 +26,8 @@ from wsss_project.imagery.tiling import TileWindow, mark_outside_scene
 from wsss_project.segmenters import factory
 from wsss_project.segmenters.base import ImageState, PromptableSegmenter, prompts_for_mode
 from wsss_project.segmenters.cache import EmbeddingCache
+from wsss_project.segmenters.region_voting import RegionLabeler
+from wsss_project.segmenters.regions import RegionSource
 from wsss_project.tile_data import (
     Partitions,
     load_partition,
@@ -115,8 +117,9 @@ class TileLabeler:
             logger.info("Labelled %d/%d tiles (%.1f tiles/s%s)", self.done, total, rate, cache)
 
 
-def build_segmenter(sam_labeling: dict, device: str) -> PromptableSegmenter:
-    """The run's promptable segmenter (a loaded SAM, or GrabCut), shared by every labelling node.
+def build_segmenter(sam_labeling: dict, device: str) -> PromptableSegmenter | RegionSource:
+    """The run's segmenter (a loaded SAM, GrabCut, or a region source for `segmenter: regions`),
+    shared by every labelling node.
 
     Loading a SAM checkpoint costs seconds, decoding a tile's prompts from a cached embedding a
     fraction of one: every threshold and prompt-mode namespace labels with this one object.
@@ -133,21 +136,35 @@ def build_embedding_cache(sam_labeling: dict, segmenter: PromptableSegmenter) ->
     return EmbeddingCache(directory, checkpoint_fingerprint(sam["checkpoint"], sam["model_type"]))
 
 
+def _labeler(
+    segmenter: PromptableSegmenter | RegionSource, prompts: pd.DataFrame, sam_labeling: dict, threshold: int,
+) -> TileLabeler | RegionLabeler:
+    """Prompts -> promptable segmenter, or, for `segmenter: regions`, region voting (no prompts)."""
+    if isinstance(segmenter, RegionSource):
+        logger.info("Labelling by region voting (%s regions, area gate %s, mean CAM > T = %d); "
+                    "sam_labeling.prompt_mode and the prompts are not used", segmenter.source,
+                    segmenter.area_gate, threshold)
+        return RegionLabeler(segmenter, threshold, sam_labeling["unprompted_positive"])
+    segmenter = segmenter.at_threshold(threshold)
+    logger.info("Labelling with %s, prompt mode %s", segmenter.name, sam_labeling["prompt_mode"])
+    return TileLabeler(
+        segmenter, prompts, sam_labeling["prompt_mode"], sam_labeling["unprompted_positive"],
+        build_embedding_cache(sam_labeling, segmenter),
+    )
+
+
 def label_tiles(
-    segmenter: PromptableSegmenter, tiles: Partitions, cams: Partitions, prompts: pd.DataFrame,
+    segmenter: PromptableSegmenter | RegionSource, tiles: Partitions, cams: Partitions, prompts: pd.DataFrame,
     tile_index: pd.DataFrame, sam_labeling: dict, prompt_generation: dict, classes: list[str],
 ) -> dict[str, np.ndarray]:
     """A pseudo-mask for every tile of the prompted splits.
 
     Each mask is 255 past its tile's valid `height` and `width` (the padding outside the scene).
+    A region source (`segmenter: regions`) labels by region voting at T and does not read `prompts`.
     """
-    segmenter = segmenter.at_threshold(int(prompt_generation["threshold"]))
-    labeler = TileLabeler(
-        segmenter, prompts, sam_labeling["prompt_mode"], sam_labeling["unprompted_positive"],
-        build_embedding_cache(sam_labeling, segmenter),
-    )
+    labeler = _labeler(segmenter, prompts, sam_labeling, int(prompt_generation["threshold"]))
     selected = tile_rows(tiles_of_split(tile_index, prompt_generation["splits"]))
-    logger.info("Labelling %d tiles with %s, prompt mode %s", len(selected), segmenter.name, sam_labeling["prompt_mode"])
+    logger.info("Labelling %d tiles", len(selected))
     masks = {}
     for tile in selected:
         tile_id = tile["tile_id"]
