@@ -10,8 +10,10 @@ SIZE = 64
 GRABCUT = {"iterations": 3, "point_radius": 2, "point_neighbourhood_radius": 8, "cam_guided": False,
            "prior_threshold": None}
 SAM_LABELING = {"segmenter": "grabcut", "prompt_mode": "point_box", "unprompted_positive": "ignore",
+                "merge": "segmenter", "ios": {"min_overlap": 0.5}, "min_confidence": None, "confidence": "auto",
                 "embedding_cache_dir": None, "sam": {"checkpoint": None, "model_type": "vit_b",
-                                                     "multimask_output": "auto"}, "grabcut": GRABCUT}
+                                                     "stability_score_offset": 1.0, "multimask_output": "auto"},
+                "grabcut": GRABCUT}
 PROMPT_GENERATION = {"threshold": 120, "splits": ["train"],
                      "filters": {"min_contour_area": 0, "min_box_side": 0, "retrieval": "external",
                                  "snap_points_inside": False}}

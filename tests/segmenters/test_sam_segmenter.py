@@ -26,7 +26,7 @@ IMG_SIZE = 128  # SAM input side (ResizeLongestSide target)
 PATCH = 16
 EMBED_DIM = 32
 TILE = 96  # tiles are resized up to IMG_SIZE, as 256-px tiles are to 1024 in the real model
-SAM_PARAMS = {"multimask_output": True}
+SAM_PARAMS = {"multimask_output": True, "stability_score_offset": 1.0}
 DEVICE = torch.device("cpu")
 
 
@@ -194,7 +194,7 @@ def test_missing_param_names_the_key():
 
 @pytest.fixture(scope="module")
 def auto_segmenter(segmenter) -> SamSegmenter:
-    return SamSegmenter(segmenter.model, DEVICE, {"multimask_output": "auto"})
+    return SamSegmenter(segmenter.model, DEVICE, {"multimask_output": "auto", "stability_score_offset": 1.0})
 
 
 def _direct_predict_torch(model: Sam, image: np.ndarray, boxes, points, multimask: bool):
@@ -259,7 +259,7 @@ def test_auto_keeps_best_of_three_for_point_only_prompts(auto_segmenter, image):
 
 def test_false_takes_single_mask_even_for_points(segmenter, image):
     model = segmenter.model
-    single = SamSegmenter(model, DEVICE, {"multimask_output": False})
+    single = SamSegmenter(model, DEVICE, {"multimask_output": False, "stability_score_offset": 1.0})
     boxes, points, _ = prompts_for_mode(BOXES_XYWH, POINTS, "point")
     masks, scores = single.segment(single.embed(image), boxes, points)
     logits, iou = _direct_predict_torch(model, image, boxes, points, False)
@@ -273,7 +273,7 @@ def test_false_takes_single_mask_even_for_points(segmenter, image):
 )
 def test_multimask_settings(setting, expected):
     assert (
-        SamSegmenter(build_tiny_sam(), DEVICE, {"multimask_output": setting}).multimask_output
+        SamSegmenter(build_tiny_sam(), DEVICE, {"multimask_output": setting, "stability_score_offset": 1.0}).multimask_output
         is expected
     )
 
@@ -281,7 +281,7 @@ def test_multimask_settings(setting, expected):
 @pytest.mark.parametrize("setting", ["maybe", 1, None, "best"])
 def test_invalid_multimask_names_the_key(setting):
     with pytest.raises(ValueError, match="sam_labeling.sam.multimask_output"):
-        SamSegmenter(build_tiny_sam(), DEVICE, {"multimask_output": setting})
+        SamSegmenter(build_tiny_sam(), DEVICE, {"multimask_output": setting, "stability_score_offset": 1.0})
 
 
 def test_factory_rejects_invalid_multimask_before_loading(tmp_path):
@@ -292,6 +292,7 @@ def test_factory_rejects_invalid_multimask_before_loading(tmp_path):
             "checkpoint": str(tmp_path / "absent.pth"),
             "model_type": "vit_b",
             "multimask_output": "maybe",
+            "stability_score_offset": 1.0,
         },
         "grabcut": {},
     }
