@@ -305,3 +305,45 @@ def test_project_default_is_auto():
 
     conf = Path(__file__).parents[2] / "conf" / "base" / "parameters_sam_labeling.yml"
     assert yaml.safe_load(conf.read_text())["sam_labeling"]["sam"]["multimask_output"] == "auto"
+
+
+# --------------------------------------------------------------------------- confidences
+
+
+@pytest.mark.parametrize("mode", ["point_box", "point"])
+def test_confidences_are_the_predictors_iou_and_the_stability_of_the_returned_masks_logits(auto_segmenter, image, mode):
+    """Predicted IoU and stability score of the very mask returned, from SAM's own outputs."""
+    model = auto_segmenter.model
+    boxes, points, _ = prompts_for_mode(BOXES_XYWH, POINTS, mode)
+    result = auto_segmenter.segment_scored(auto_segmenter.embed(image), boxes, points)
+    logits, iou = _direct_predict_torch(model, image, boxes, points, auto_segmenter.uses_multimask(boxes is not None))
+    best = iou.argmax(dim=1)
+    chosen = logits[torch.arange(len(best)), best].numpy()
+    np.testing.assert_array_equal(result.masks, chosen > model.mask_threshold)
+    np.testing.assert_allclose(result.confidences["predicted_iou"], iou.max(dim=1).values.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(result.scores, result.confidences["predicted_iou"])
+    # Stability by hand: IoU of the mask cut one offset above and one below the mask threshold.
+    high = (chosen > model.mask_threshold + 1.0).sum(axis=(1, 2))
+    low = (chosen > model.mask_threshold - 1.0).sum(axis=(1, 2))
+    expected = np.where(low > 0, high / np.maximum(low, 1), 0.0)
+    np.testing.assert_allclose(result.confidences["stability_score"], expected, atol=1e-6)
+    assert (high < low).any(), "the random SAM's masks are all perfectly stable: the test cannot tell offsets apart"
+    # segment() answers with the same masks and scores
+    masks, scores = auto_segmenter.segment(auto_segmenter.embed(image), boxes, points)
+    np.testing.assert_array_equal(masks, result.masks)
+    np.testing.assert_array_equal(scores, result.scores)
+
+
+def test_the_stability_offset_is_the_parameters(segmenter, image):
+    boxes, points, _ = prompts_for_mode(BOXES_XYWH, POINTS, "point_box")
+    state = segmenter.embed(image)
+    narrow = SamSegmenter(segmenter.model, DEVICE, {**SAM_PARAMS, "stability_score_offset": 0.01})
+    wide = SamSegmenter(segmenter.model, DEVICE, {**SAM_PARAMS, "stability_score_offset": 5.0})
+    narrow_scores = narrow.segment_scored(state, boxes, points).confidences["stability_score"]
+    wide_scores = wide.segment_scored(state, boxes, points).confidences["stability_score"]
+    assert (narrow_scores >= wide_scores).all() and (narrow_scores > wide_scores).any()
+
+
+def test_missing_stability_offset_names_the_key():
+    with pytest.raises(KeyError, match="sam_labeling.sam.stability_score_offset"):
+        SamSegmenter(build_tiny_sam(), DEVICE, {"multimask_output": True})
