@@ -18,10 +18,11 @@ mask was rejected leaves its tile background outside those (ignored) masks — u
 prompt at all, whose tile is 255 by `unprompted_positive`. Every mask is one row of the masks table
 (`pseudo_mask_table`: area, confidences, IOS, kept, rejected_by), and the counts are logged.
 
-The segmenter is built once per run by `build_segmenter` and passed to every `label_tiles` (the
+The segmenter is built once per run by `build_segmenter` and passed to every `label_tiles` node (the
 main pipeline's and each sweep namespace's) through a MemoryDataset that assigns, never copies.
-`label_tiles` labels every tile itself and returns the masks (one 256² uint8 mask is 64 KiB); tiles,
-CAMs and embeddings are loaded one tile at a time.
+That node (`label_tiles_with_table`; `label_tiles` is the same without the table) labels every tile
+itself and returns the masks (one 256² uint8 mask is 64 KiB) and the masks table; tiles, CAMs and
+embeddings are loaded one tile at a time.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from wsss_project.segmenters.base import (
     CONFIDENCES,
     ImageState,
     PromptableSegmenter,
+    Segmentation,
     prompts_for_mode,
 )
 from wsss_project.segmenters.cache import EmbeddingCache
@@ -46,6 +48,7 @@ from wsss_project.segmenters.mask_rules import (
     REJECTIONS,
     TABLE_COLUMNS,
     MaskRule,
+    MaskVerdicts,
     ignore_rejected,
 )
 from wsss_project.tile_data import (
@@ -82,8 +85,8 @@ def merge_class_masks(
 class TileLabeler:
     """Labels one tile at a time with a segmenter, reusing cached image embeddings.
 
-    rule: which masks are kept (None = every mask, the segmenter's own merge); the verdict of every
-    mask is appended to `rows` (the masks table) either way when a rule is given.
+    rule: which masks are kept and what the masks table records (None = every mask kept and no
+    table, as before masks had verdicts); with a rule, each mask's verdict is a row of `rows`.
     """
 
     def __init__(
@@ -149,7 +152,9 @@ class TileLabeler:
         self._progress(total)
         return mark_outside_scene(mask, TileWindow(0, 0, *valid_size), IGNORE_INDEX)
 
-    def _record(self, tile_id: str, class_id: int, prompt_ids: np.ndarray, result, verdicts) -> None:
+    def _record(
+        self, tile_id: str, class_id: int, prompt_ids: np.ndarray, result: Segmentation, verdicts: MaskVerdicts,
+    ) -> None:
         """One masks-table row per mask of one prompt set."""
         nan = np.full(len(verdicts.ios), np.nan)
         measured = {name: np.asarray(result.confidences.get(name, nan), dtype=np.float64) for name in CONFIDENCES}
