@@ -66,6 +66,9 @@ def test_default_pipeline_end_to_end(project_copy):
         assert (metrics[stage]["tp"], metrics[stage]["fp"], metrics[stage]["fn"]) == (tp, fp, fn)
         assert metrics[stage]["iou"] == pytest_approx(tp / max(tp + fp + fn, 1))
     assert metrics["pseudo_labels"]["pixels"] <= scenes.loc[scenes.split == "train", ["height", "width"]].prod(axis=1).sum()
+    # The masks table: one row per segmenter mask of the train tiles, every mask kept by default.
+    table = pd.read_parquet(_latest(data / "04_feature" / "pseudo_mask_table.parquet"))
+    assert len(table) and set(table["tile_id"]) <= set(train_tiles["tile_id"]) and table["kept"].all()
 
     # ... and so do the test-scene stages, from the saved scene PNGs and the test tiles' masks.
     for stage, folder in (("prediction", "predictions"), ("supervised_reference", "supervised_predictions")):
@@ -101,6 +104,8 @@ def test_default_pipeline_end_to_end(project_copy):
     run = runs.iloc[0]
     # T was chosen without masks (threshold: auto) and the run records the value it used.
     assert run["params.prompt_generation.threshold"] == "auto"
+    # kedro-mlflow logs sam_labeling flattened: the merge mode is a column of its own.
+    assert (run["params.sam_labeling.merge"], run["params.sam_labeling.min_confidence"]) == ("segmenter", "None")
     assert run["metrics.prompt_generation.threshold"] == threshold
     assert (run["tags.segmenter"], run["tags.dataset"], run["tags.prompt_mode"]) == ("grabcut", "synthetic", "point_box")
     assert run["tags.mlflow.runName"] == f"__default__ | synthetic | grabcut | T=auto->{threshold}"

@@ -62,7 +62,7 @@ def test_vit_b_loads_and_segments(vit_b_checkpoint):
     assert torch.equal(model.state_dict()[name], reference[name])
     assert not model.training
 
-    segmenter = SamSegmenter(model, DEVICE, {"multimask_output": True})
+    segmenter = SamSegmenter(model, DEVICE, {"multimask_output": True, "stability_score_offset": 1.0})
     image = np.random.default_rng(0).integers(0, 256, (TILE, TILE, 3), dtype=np.uint8)
     state = segmenter.embed(image)
     assert state.arrays["embedding"].shape == (1, 256, 64, 64)

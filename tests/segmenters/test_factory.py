@@ -23,7 +23,8 @@ GRABCUT = {
 def _params(segmenter: str, checkpoint=None) -> dict:
     return {
         "segmenter": segmenter,
-        "sam": {"checkpoint": checkpoint, "model_type": "vit_b", "multimask_output": True},
+        "sam": {"checkpoint": checkpoint, "model_type": "vit_b", "multimask_output": True,
+                "stability_score_offset": 1.0},
         "grabcut": dict(GRABCUT),
     }
 

@@ -17,7 +17,7 @@ from wsss_project.segmenters.sam import SamSegmenter
 from wsss_project.utils.fingerprint import checkpoint_fingerprint
 
 TILE = 96  # tiles are resized up to IMG_SIZE, as 256-px tiles are to 1024 in the real model
-SAM_PARAMS = {"multimask_output": True}
+SAM_PARAMS = {"multimask_output": True, "stability_score_offset": 1.0}
 DEVICE = torch.device("cpu")
 
 
@@ -147,7 +147,7 @@ def test_missing_param_names_the_key():
 
 @pytest.fixture(scope="module")
 def auto_segmenter(segmenter) -> SamSegmenter:
-    return SamSegmenter(segmenter.model, DEVICE, {"multimask_output": "auto"})
+    return SamSegmenter(segmenter.model, DEVICE, {"multimask_output": "auto", "stability_score_offset": 1.0})
 
 
 def _direct_predict_torch(model: Sam, image: np.ndarray, boxes, points, multimask: bool):
@@ -212,7 +212,7 @@ def test_auto_keeps_best_of_three_for_point_only_prompts(auto_segmenter, image):
 
 def test_false_takes_single_mask_even_for_points(segmenter, image):
     model = segmenter.model
-    single = SamSegmenter(model, DEVICE, {"multimask_output": False})
+    single = SamSegmenter(model, DEVICE, {"multimask_output": False, "stability_score_offset": 1.0})
     boxes, points, _ = prompts_for_mode(BOXES_XYWH, POINTS, "point")
     masks, scores = single.segment(single.embed(image), boxes, points)
     logits, iou = _direct_predict_torch(model, image, boxes, points, False)
@@ -226,7 +226,7 @@ def test_false_takes_single_mask_even_for_points(segmenter, image):
 )
 def test_multimask_settings(setting, expected):
     assert (
-        SamSegmenter(build_tiny_sam(), DEVICE, {"multimask_output": setting}).multimask_output
+        SamSegmenter(build_tiny_sam(), DEVICE, {"multimask_output": setting, "stability_score_offset": 1.0}).multimask_output
         is expected
     )
 
@@ -234,7 +234,7 @@ def test_multimask_settings(setting, expected):
 @pytest.mark.parametrize("setting", ["maybe", 1, None, "best"])
 def test_invalid_multimask_names_the_key(setting):
     with pytest.raises(ValueError, match="sam_labeling.sam.multimask_output"):
-        SamSegmenter(build_tiny_sam(), DEVICE, {"multimask_output": setting})
+        SamSegmenter(build_tiny_sam(), DEVICE, {"multimask_output": setting, "stability_score_offset": 1.0})
 
 
 def test_factory_rejects_invalid_multimask_before_loading(tmp_path):
@@ -245,6 +245,7 @@ def test_factory_rejects_invalid_multimask_before_loading(tmp_path):
             "checkpoint": str(tmp_path / "absent.pth"),
             "model_type": "vit_b",
             "multimask_output": "maybe",
+            "stability_score_offset": 1.0,
         },
         "grabcut": {},
     }
@@ -257,3 +258,45 @@ def test_project_default_is_auto():
 
     conf = Path(__file__).parents[2] / "conf" / "base" / "parameters_sam_labeling.yml"
     assert yaml.safe_load(conf.read_text())["sam_labeling"]["sam"]["multimask_output"] == "auto"
+
+
+# --------------------------------------------------------------------------- confidences
+
+
+@pytest.mark.parametrize("mode", ["point_box", "point"])
+def test_confidences_are_the_predictors_iou_and_the_stability_of_the_returned_masks_logits(auto_segmenter, image, mode):
+    """Predicted IoU and stability score of the very mask returned, from SAM's own outputs."""
+    model = auto_segmenter.model
+    boxes, points, _ = prompts_for_mode(BOXES_XYWH, POINTS, mode)
+    result = auto_segmenter.segment_scored(auto_segmenter.embed(image), boxes, points)
+    logits, iou = _direct_predict_torch(model, image, boxes, points, auto_segmenter.uses_multimask(boxes is not None))
+    best = iou.argmax(dim=1)
+    chosen = logits[torch.arange(len(best)), best].numpy()
+    np.testing.assert_array_equal(result.masks, chosen > model.mask_threshold)
+    np.testing.assert_allclose(result.confidences["predicted_iou"], iou.max(dim=1).values.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(result.scores, result.confidences["predicted_iou"])
+    # Stability by hand: IoU of the mask cut one offset above and one below the mask threshold.
+    high = (chosen > model.mask_threshold + 1.0).sum(axis=(1, 2))
+    low = (chosen > model.mask_threshold - 1.0).sum(axis=(1, 2))
+    expected = np.where(low > 0, high / np.maximum(low, 1), 0.0)
+    np.testing.assert_allclose(result.confidences["stability_score"], expected, atol=1e-6)
+    assert (high < low).any(), "the random SAM's masks are all perfectly stable: the test cannot tell offsets apart"
+    # segment() answers with the same masks and scores
+    masks, scores = auto_segmenter.segment(auto_segmenter.embed(image), boxes, points)
+    np.testing.assert_array_equal(masks, result.masks)
+    np.testing.assert_array_equal(scores, result.scores)
+
+
+def test_the_stability_offset_is_the_parameters(segmenter, image):
+    boxes, points, _ = prompts_for_mode(BOXES_XYWH, POINTS, "point_box")
+    state = segmenter.embed(image)
+    narrow = SamSegmenter(segmenter.model, DEVICE, {**SAM_PARAMS, "stability_score_offset": 0.01})
+    wide = SamSegmenter(segmenter.model, DEVICE, {**SAM_PARAMS, "stability_score_offset": 5.0})
+    narrow_scores = narrow.segment_scored(state, boxes, points).confidences["stability_score"]
+    wide_scores = wide.segment_scored(state, boxes, points).confidences["stability_score"]
+    assert (narrow_scores >= wide_scores).all() and (narrow_scores > wide_scores).any()
+
+
+def test_missing_stability_offset_names_the_key():
+    with pytest.raises(KeyError, match="sam_labeling.sam.stability_score_offset"):
+        SamSegmenter(build_tiny_sam(), DEVICE, {"multimask_output": True})

@@ -27,6 +27,7 @@ from wsss_project.pipelines.sam_labeling.nodes import TileLabeler
 from wsss_project.segmenters.base import prompts_for_mode
 from wsss_project.segmenters.factory import build_segmenter
 from wsss_project.segmenters.grabcut import GrabCutSegmenter
+from wsss_project.segmenters.mask_rules import MaskRule
 from wsss_project.segmenters.regions import build_region_source
 from wsss_project.segmenters.sam import parse_multimask_output
 from wsss_project.settings import CONFIG_LOADER_CLASS
@@ -112,6 +113,10 @@ def test_a_missing_parameter_is_named(path):
         ({"data": {"synthetic": {"generator": {"empty_scene_probabilty": 1.0}}}},
          "unknown parameter `data.synthetic.generator.empty_scene_probabilty`; "
          "did you mean `data.synthetic.generator.empty_scene_probability`?"),
+        ({"sam_labeling": {"ios": {"min_overlapp": 0.5}}},
+         "unknown parameter `sam_labeling.ios.min_overlapp`; did you mean `sam_labeling.ios.min_overlap`?"),
+        ({"sam_labeling": {"min_confidance": 0.5}},
+         "unknown parameter `sam_labeling.min_confidance`; did you mean `sam_labeling.min_confidence`?"),
     ],
 )
 def test_a_misspelt_key_gets_the_closest_valid_name(runtime, expected):
@@ -150,6 +155,12 @@ def test_valid_thresholds_pass(threshold):
         ({"sam_labeling": {"sam": {"model_type": "vit_x"}}}, "sam_labeling.sam.model_type"),
         ({"sam_labeling": {"sam": {"multimask_output": "maybe"}}}, "sam_labeling.sam.multimask_output"),
         ({"sam_labeling": {"prompt_mode": "points"}}, "sam_labeling.prompt_mode"),
+        ({"sam_labeling": {"merge": "union"}}, "sam_labeling.merge"),
+        ({"sam_labeling": {"ios": {"min_overlap": 1.5}}}, "sam_labeling.ios.min_overlap"),
+        ({"sam_labeling": {"ios": {"min_overlap": -0.1}}}, "sam_labeling.ios.min_overlap"),
+        ({"sam_labeling": {"min_confidence": 1.2}}, "sam_labeling.min_confidence"),
+        ({"sam_labeling": {"confidence": "entropy"}}, "sam_labeling.confidence"),
+        ({"sam_labeling": {"sam": {"stability_score_offset": 0.0}}}, "sam_labeling.sam.stability_score_offset"),
         ({"sam_labeling": {"grabcut": {"point_neighbourhood_radius": 1}}},
          "sam_labeling.grabcut.point_neighbourhood_radius"),
         ({"prompt_generation": {"splits": ["validation"]}}, "prompt_generation.splits"),
@@ -192,6 +203,11 @@ def test_every_problem_is_reported_at_once_one_line_each():
          "parameter `localization.pretrained_backbone` is set but localization.method is mil"),
         ({"sam_labeling": {"segmenter": "sam"}},
          "parameter `sam_labeling.sam.checkpoint` must be set when sam_labeling.segmenter is sam"),
+        # a confidence nothing reads, or one the run's segmenter does not measure, would silently do nothing
+        ({"sam_labeling": {"confidence": "ios"}},
+         "parameter `sam_labeling.confidence` is ios but sam_labeling.min_confidence is null"),
+        ({"sam_labeling": {"min_confidence": 0.5, "confidence": "stability_score"}},
+         "parameter `sam_labeling.confidence` is stability_score, which only SAM measures, but the run labels with grabcut"),
         ({"segmentation_training": {"crop_size": 100}},
          "parameter `segmentation_training.crop_size` (100) must be divisible by 2**segmentation_training.depth"),
         ({"data": {"tile_size": 120}, "segmentation_training": {"crop_size": None}},
@@ -220,6 +236,13 @@ def test_bad_region_settings_are_named(regions, named):
     assert named in _error({"sam_labeling": {"segmenter": "regions", "regions": regions}})
 
 
+@pytest.mark.parametrize("mask_rule", [{"merge": "ios"}, {"min_confidence": 0.5}])
+def test_mask_rules_with_region_voting_are_refused_not_ignored(mask_rule):
+    # region voting makes no segmenter masks, so neither rule would judge anything
+    message = _error({"sam_labeling": {"segmenter": "regions", **mask_rule}})
+    assert "`sam_labeling.merge` and `sam_labeling.min_confidence`" in message and "segmenter regions" in message
+
+
 def test_region_settings_validate_and_a_sam_checkpoint_with_superpixels_is_a_warning(caplog):
     validate_parameters(_params({"sam_labeling": {"segmenter": "regions", "regions": {"area_gate": 1}}}))
     validate_parameters(_params({"sam_labeling": {"segmenter": "regions", "regions": {"source": "sam_auto"},
@@ -244,6 +267,14 @@ def _prompts_for_mode(sam_labeling: dict) -> None:
 def _tile_labeler(sam_labeling: dict) -> None:
     TileLabeler(GrabCutSegmenter(sam_labeling["grabcut"]), pd.DataFrame(columns=["tile_id", "class_id"]),
                 sam_labeling["prompt_mode"], sam_labeling["unprompted_positive"], None)
+
+
+def _mask_rule(sam_labeling: dict) -> None:
+    MaskRule.from_params(sam_labeling, GrabCutSegmenter(sam_labeling["grabcut"]), 120)
+
+
+def _mask_rule_ios(ios: dict) -> None:
+    _mask_rule({**_params()["sam_labeling"], "ios": ios})
 
 
 def _parse_multimask(sam: dict) -> None:
@@ -304,6 +335,9 @@ def _choose_threshold(auto_threshold: dict) -> None:
     ("sam_labeling", "segmenter", "sam2", _build_segmenter),
     ("sam_labeling", "prompt_mode", "points", _prompts_for_mode),
     ("sam_labeling", "unprompted_positive", "skip", _tile_labeler),
+    ("sam_labeling", "merge", "union", _mask_rule),
+    ("sam_labeling", "min_confidence", 1.5, _mask_rule),
+    ("sam_labeling.ios", "min_overlap", 1.5, _mask_rule_ios),
     ("sam_labeling.sam", "multimask_output", "maybe", _parse_multimask),
     ("sam_labeling.sam", "model_type", "vit_x", _load_sam),
     ("sam_labeling.grabcut", "iterations", 0, GrabCutSegmenter),

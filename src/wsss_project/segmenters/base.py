@@ -12,11 +12,17 @@ Prompt conventions (shared by every backend):
   box ``k`` covers the pixels ``[y0:y1, x0:x1]``.
 * points: ``(K, 2)`` float ``x, y`` in pixels; a NaN row means "no point for this prompt".
 * The k-th box and the k-th point are one prompt. Either may be ``None`` (box-only or point-only).
+
+Confidences: :meth:`PromptableSegmenter.segment_scored` returns, besides the masks and the scores
+that rank overlapping masks, the per-mask confidences the backend can measure (SAM: its predicted
+IoU and stability score; GrabCut none). Every mask's IOS (its agreement with the CAM, computed by
+sam_labeling, see :mod:`wsss_project.segmenters.mask_rules`) is a confidence of every backend.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +30,12 @@ import torch
 from torchvision.ops import box_convert
 
 from wsss_project.contracts import BOX, POINT_BOX, PROMPT_MODES
+
+# Names of the per-mask confidences (columns of the masks table, choices of sam_labeling.confidence).
+PREDICTED_IOU = "predicted_iou"
+STABILITY_SCORE = "stability_score"
+IOS = "ios"
+CONFIDENCES = (PREDICTED_IOU, STABILITY_SCORE, IOS)
 
 _SHAPE_KEY = "__image_shape__"
 _ARRAY_PREFIX = "state__"
@@ -73,10 +85,33 @@ class ImageState:
         return cls(arrays=arrays, image_shape=shape)
 
 
+@dataclass(frozen=True)
+class Segmentation:
+    """The answer to K prompts: masks, ranking scores and the backend's per-mask confidences.
+
+    Attributes:
+        masks: bool ``(K, H, W)``.
+        scores: float32 ``(K,)``, what ``merge_class_masks`` ranks overlapping masks by.
+        confidences: confidence name (:data:`CONFIDENCES`) -> float ``(K,)``; only those the
+            backend measures (its ``confidences`` attribute).
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+    confidences: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
 class PromptableSegmenter(abc.ABC):
-    """Embed an image once, then segment any number of prompt sets from that embedding."""
+    """Embed an image once, then segment any number of prompt sets from that embedding.
+
+    ``confidences`` names what :meth:`segment_scored` measures per mask beside IOS;
+    ``default_confidence`` is the one ``sam_labeling.min_confidence`` reads when
+    ``sam_labeling.confidence`` is ``auto``.
+    """
 
     name: str
+    confidences: tuple[str, ...] = ()
+    default_confidence: str = IOS
 
     def at_threshold(self, threshold: int) -> PromptableSegmenter:
         """This segmenter for prompts made at CAM threshold T (0..255).
@@ -110,6 +145,17 @@ class PromptableSegmenter(abc.ABC):
         Returns:
             ``masks`` bool ``(K, H, W)`` and ``scores`` float32 ``(K,)``.
         """
+
+    def segment_scored(
+        self,
+        state: ImageState,
+        boxes: np.ndarray | None,
+        points: np.ndarray | None,
+        prior: np.ndarray | None = None,
+    ) -> Segmentation:
+        """:meth:`segment` with the backend's per-mask confidences (none unless it overrides this)."""
+        masks, scores = self.segment(state, boxes, points, prior)
+        return Segmentation(masks, scores)
 
 
 def validate_prompts(

@@ -98,7 +98,7 @@ def build_segmenter(params: dict[str, Any], device: torch.device | str) -> Promp
     from .sam import SamSegmenter, parse_multimask_output
 
     sam_params = _section(params, "sam")
-    for key in ("checkpoint", "model_type", "multimask_output"):
+    for key in ("checkpoint", "model_type", "stability_score_offset", "multimask_output"):
         if key not in sam_params:
             raise KeyError(f"missing parameter `sam_labeling.sam.{key}`")
     # Checked before loading the checkpoint, so a typo fails in seconds, not after a model load.

@@ -13,6 +13,19 @@ from that embedding. Which of SAM's mask heads answers follows ``multimask_outpu
 The choice is per prompt set, by whether boxes are given: in point+box mode a row whose point is
 NaN still has its box. Such a row gets a padding point with label -1 ("not a point", as SAM's
 prompt encoder pads point-only prompts), so the batch stays one call.
+
+Confidences (:meth:`SamSegmenter.segment_scored`), of the mask returned for each prompt:
+
+* ``predicted_iou``: SAM's IoU head for that mask (also the score that ranks overlapping masks);
+* ``stability_score``: segment_anything's ``calculate_stability_score``, as
+  ``SamAutomaticMaskGenerator`` computes it: the IoU of the mask cut at ``mask_threshold +
+  offset`` and at ``mask_threshold - offset`` of the predictor's logits at the image's size (the
+  logits the mask itself is cut from), ``offset`` = ``sam_labeling.sam.stability_score_offset``.
+  A mask empty even at the lower cutoff has stability 0.
+
+``sam_labeling.confidence: auto`` reads the stability score: it is measured on the mask's own
+logits, whereas the IoU head is a learned regressor whose calibration does not carry over to
+imagery unlike SAM's training set (remote sensing) or to untrained weights.
 """
 
 from __future__ import annotations
@@ -23,13 +36,22 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
+from segment_anything.utils.amg import calculate_stability_score
 
-from .base import ImageState, PromptableSegmenter, validate_prompts
+from .base import (
+    PREDICTED_IOU,
+    STABILITY_SCORE,
+    ImageState,
+    PromptableSegmenter,
+    Segmentation,
+    validate_prompts,
+)
 
 _PARAM_PREFIX = "sam_labeling.sam"
 _FOREGROUND_LABEL = 1
 _NOT_A_POINT_LABEL = -1
 MULTIMASK_CHOICES = ("auto", "true", "false")
+SAM_CONFIDENCES = (PREDICTED_IOU, STABILITY_SCORE)
 
 
 def parse_multimask_output(value: Any) -> bool | None:
@@ -55,20 +77,23 @@ class SamSegmenter(PromptableSegmenter):
         device: where prompts and embeddings are placed (the model's device).
         params: ``sam_labeling.sam``; uses ``multimask_output``: ``auto`` (SAM's single mask for
             prompt sets with boxes, best of 3 by predicted IoU for point-only ones), ``true``
-            (always best of 3) or ``false`` (always the single mask).
+            (always best of 3) or ``false`` (always the single mask), and
+            ``stability_score_offset`` (the logit offset of the stability score).
 
     Scores are SAM's predicted IoU of the returned mask.
     """
 
     name = "sam"
+    confidences = SAM_CONFIDENCES
+    default_confidence = STABILITY_SCORE
 
     def __init__(self, model: Sam, device: torch.device | str, params: dict[str, Any]) -> None:
-        try:
-            setting = params["multimask_output"]
-        except KeyError as err:
-            raise KeyError(f"missing parameter `{_PARAM_PREFIX}.multimask_output`") from err
+        missing = [key for key in ("multimask_output", "stability_score_offset") if key not in params]
+        if missing:
+            raise KeyError(f"missing parameter `{_PARAM_PREFIX}.{missing[0]}`")
         # None = auto: decided per prompt set in `segment`.
-        self.multimask_output: bool | None = parse_multimask_output(setting)
+        self.multimask_output: bool | None = parse_multimask_output(params["multimask_output"])
+        self.stability_score_offset = float(params["stability_score_offset"])
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.predictor = SamPredictor(self.model)
@@ -109,7 +134,6 @@ class SamSegmenter(PromptableSegmenter):
         predictor.input_size = tuple(int(v) for v in state.arrays["input_size"])
         predictor.is_image_set = True
 
-    @torch.inference_mode()
     def segment(
         self,
         state: ImageState,
@@ -118,10 +142,24 @@ class SamSegmenter(PromptableSegmenter):
         prior: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Segment K prompts in one batched call; ``prior`` is ignored by SAM."""
+        result = self.segment_scored(state, boxes, points, prior)
+        return result.masks, result.scores
+
+    @torch.inference_mode()
+    def segment_scored(
+        self,
+        state: ImageState,
+        boxes: np.ndarray | None,
+        points: np.ndarray | None,
+        prior: np.ndarray | None = None,
+    ) -> Segmentation:
+        """:meth:`segment` with each mask's predicted IoU and stability score (module docstring)."""
         boxes, points, num_prompts = validate_prompts(boxes, points)
         height, width = state.height, state.width
         if num_prompts == 0:
-            return np.zeros((0, height, width), dtype=bool), np.zeros(0, dtype=np.float32)
+            empty = np.zeros(0, dtype=np.float32)
+            return Segmentation(np.zeros((0, height, width), dtype=bool), empty,
+                                {name: empty for name in self.confidences})
         self._set_state(state)
         transform, original_size = self.predictor.transform, self.predictor.original_size
 
@@ -149,10 +187,18 @@ class SamSegmenter(PromptableSegmenter):
         # One column when multimask_output=False, so the argmax is that single mask.
         best = iou_predictions.argmax(dim=1)
         rows = torch.arange(num_prompts, device=best.device)
-        masks = logits[rows, best] > self.model.mask_threshold
-        scores = iou_predictions[rows, best]
+        chosen = logits[rows, best]
+        masks = chosen > self.model.mask_threshold
+        scores = iou_predictions[rows, best].float().cpu().numpy()
+        # 0/0 (empty even at the lower cutoff) is NaN: no mask, no stability.
+        stability = torch.nan_to_num(
+            calculate_stability_score(chosen, self.model.mask_threshold, self.stability_score_offset), nan=0.0
+        )
         self.predictor.reset_image()
-        return masks.cpu().numpy(), scores.float().cpu().numpy()
+        return Segmentation(
+            masks.cpu().numpy(), scores,
+            {PREDICTED_IOU: scores.copy(), STABILITY_SCORE: stability.float().cpu().numpy()},
+        )
 
     def uses_multimask(self, has_boxes: bool) -> bool:
         """Whether a prompt set takes SAM's three masks (best by IoU) or its single mask."""

@@ -42,14 +42,15 @@ from wsss_project.models.cam_classifier import _DILATED_STAGES, BACKBONES
 from wsss_project.models.pixel_mil import POOLINGS
 from wsss_project.pipelines.prompt_generation.nodes import AUTO
 from wsss_project.pipelines.sam_labeling.nodes import UNPROMPTED_POLICIES
-from wsss_project.segmenters.factory import REGIONS, SEGMENTERS
+from wsss_project.segmenters.factory import REGIONS, SAM, SEGMENTERS, resolve_segmenter_name
+from wsss_project.segmenters.mask_rules import CONFIDENCE_AUTO, CONFIDENCE_CHOICES, MERGE_MODES, MERGE_SEGMENTER
 from wsss_project.segmenters.regions import (
     REGION_SOURCES,
     SAM_AUTO,
     SUPERPIXEL_METHODS,
     SUPERPIXELS,
 )
-from wsss_project.segmenters.sam import MULTIMASK_CHOICES
+from wsss_project.segmenters.sam import MULTIMASK_CHOICES, SAM_CONFIDENCES
 
 logger = logging.getLogger(__name__)
 
@@ -290,6 +291,7 @@ class PromptGeneration(Section):
 class Sam(Section):
     checkpoint: str | None
     model_type: Annotated[str, AfterValidator(_sam_model_type)]
+    stability_score_offset: Annotated[float, Field(gt=0, description="0 would make every mask perfectly stable")]
     multimask_output: Annotated[Any, AfterValidator(_multimask)]
 
 
@@ -349,14 +351,43 @@ class Regions(Section):
     sam_auto: SamAuto
 
 
+class Ios(Section):
+    min_overlap: Annotated[float, Field(ge=0, le=1, description="a fraction of the mask's pixels")]
+
+
 class SamLabeling(Section):
     segmenter: choice(SEGMENTERS)
     prompt_mode: choice(PROMPT_MODES)
     unprompted_positive: choice(UNPROMPTED_POLICIES)
+    merge: choice(MERGE_MODES)
+    ios: Ios
+    min_confidence: Annotated[float, Field(ge=0, le=1)] | None
+    confidence: choice(CONFIDENCE_CHOICES)
     embedding_cache_dir: str | None
     sam: Sam
     grabcut: GrabCut
     regions: Regions
+
+    @model_validator(mode="after")
+    def _confidence_is_read_and_measured(self) -> SamLabeling:
+        if self.confidence != CONFIDENCE_AUTO and self.min_confidence is None:
+            raise ValueError(
+                f"parameter `sam_labeling.confidence` is {self.confidence} but sam_labeling.min_confidence is null, "
+                "so nothing reads it: set min_confidence, or confidence: auto"
+            )
+        segmenter = resolve_segmenter_name(self.model_dump())
+        if segmenter == REGIONS and (self.merge != MERGE_SEGMENTER or self.min_confidence is not None):
+            raise ValueError(
+                "parameters `sam_labeling.merge` and `sam_labeling.min_confidence` judge segmenter masks, which "
+                f"segmenter {REGIONS} does not make (its regions already vote by mean CAM > T): use merge: "
+                f"{MERGE_SEGMENTER} and min_confidence: null, or a promptable segmenter"
+            )
+        if self.confidence in SAM_CONFIDENCES and segmenter != SAM:
+            raise ValueError(
+                f"parameter `sam_labeling.confidence` is {self.confidence}, which only SAM measures, but the run "
+                f"labels with {segmenter}: use confidence: auto or ios"
+            )
+        return self
 
     @model_validator(mode="after")
     def _checkpoint_matches_segmenter(self) -> SamLabeling:

@@ -7,10 +7,22 @@ so the segmentation model must not learn "background" from it. `unprompted_posit
 switches that off. Pixels outside the scene (the reflected padding of border tiles, past the tile's
 valid `height` and `width`) are always 255: padding is not supervision.
 
-The segmenter is built once per run by `build_segmenter` and passed to every `label_tiles` (the
+Which masks are kept (`sam_labeling.merge`, `ios.min_overlap`, `min_confidence`, `confidence`;
+segmenters/mask_rules.py): with the defaults (`merge: segmenter`, `min_confidence: null`) every
+mask is kept, as before. With `merge: ios` a mask that disagrees with its class's CAM region
+(intersection over the mask < min_overlap) is rejected, and so is a mask whose confidence is below
+`min_confidence`. A rejected mask's pixels are 255, unless a kept mask covers them. Pixels of a
+positive tile that no mask covers stay background, as before: the CAM and the segmenter both point
+elsewhere, and the rule judges masks, not the rest of the tile; so a positive class whose every
+mask was rejected leaves its tile background outside those (ignored) masks — unlike a class with no
+prompt at all, whose tile is 255 by `unprompted_positive`. Every mask is one row of the masks table
+(`pseudo_mask_table`: area, confidences, IOS, kept, rejected_by), and the counts are logged.
+
+The segmenter is built once per run by `build_segmenter` and passed to every `label_tiles` node (the
 main pipeline's and each sweep namespace's) through a MemoryDataset that assigns, never copies.
-`label_tiles` labels every tile itself and returns the masks (one 256² uint8 mask is 64 KiB); tiles,
-CAMs and embeddings are loaded one tile at a time.
+That node (`label_tiles_with_table`; `label_tiles` is the same without the table) labels every tile
+itself and returns the masks (one 256² uint8 mask is 64 KiB) and the masks table; tiles, CAMs and
+embeddings are loaded one tile at a time.
 """
 
 from __future__ import annotations
@@ -24,8 +36,21 @@ import pandas as pd
 from wsss_project.contracts import IGNORE_INDEX, cam_key
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene
 from wsss_project.segmenters import factory
-from wsss_project.segmenters.base import ImageState, PromptableSegmenter, prompts_for_mode
+from wsss_project.segmenters.base import (
+    CONFIDENCES,
+    ImageState,
+    PromptableSegmenter,
+    Segmentation,
+    prompts_for_mode,
+)
 from wsss_project.segmenters.cache import EmbeddingCache
+from wsss_project.segmenters.mask_rules import (
+    REJECTIONS,
+    TABLE_COLUMNS,
+    MaskRule,
+    MaskVerdicts,
+    ignore_rejected,
+)
 from wsss_project.segmenters.region_voting import RegionLabeler
 from wsss_project.segmenters.regions import RegionSource
 from wsss_project.tile_data import (
@@ -60,18 +85,24 @@ def merge_class_masks(
 
 
 class TileLabeler:
-    """Labels one tile at a time with a segmenter, reusing cached image embeddings."""
+    """Labels one tile at a time with a segmenter, reusing cached image embeddings.
+
+    rule: which masks are kept and what the masks table records (None = every mask kept and no
+    table, as before masks had verdicts); with a rule, each mask's verdict is a row of `rows`.
+    """
 
     def __init__(
         self, segmenter: PromptableSegmenter, prompts: pd.DataFrame, prompt_mode: str,
-        unprompted: str, cache: EmbeddingCache | None,
+        unprompted: str, cache: EmbeddingCache | None, rule: MaskRule | None = None,
     ) -> None:
         # Imported here: the schema imports this module (for UNPROMPTED_POLICIES).
         from wsss_project.validation.schema import check_section
 
         check_section({"unprompted_positive": unprompted}, "sam_labeling", partial=True)
         self.segmenter, self.prompt_mode, self.unprompted, self.cache = segmenter, prompt_mode, unprompted, cache
+        self.rule = rule
         self.by_tile = {key: group for key, group in prompts.groupby(["tile_id", "class_id"], sort=False)}
+        self.rows: list[dict] = []
         self.done, self.started = 0, time.perf_counter()
 
     def _state(self, image: np.ndarray) -> ImageState:
@@ -89,25 +120,61 @@ class TileLabeler:
         """
         height, width = image.shape[:2]
         results, unprompted, state = [], False, None
+        valid = np.zeros((height, width), dtype=bool)
+        valid[: valid_size[0], : valid_size[1]] = True
+        kept_union, rejected_union = np.zeros_like(valid), np.zeros_like(valid)
         for class_id, heatmap in positive:
             group = self.by_tile.get((tile_id, class_id))
             if group is None:
                 unprompted = True
                 continue
-            boxes, points, _ = prompts_for_mode(
+            boxes, points, used = prompts_for_mode(
                 group[["x0", "y0", "w", "h"]].to_numpy(), group[["px", "py"]].to_numpy(), self.prompt_mode
             )
             if boxes is None and (points is None or len(points) == 0):
                 unprompted = True  # point mode and every centroid missing
                 continue
             state = state or self._state(image)
-            masks, scores = self.segmenter.segment(state, boxes, points, prior=heatmap)
-            results.append((class_id, masks, scores))
+            if self.rule is None:
+                masks, scores = self.segmenter.segment(state, boxes, points, prior=heatmap)
+                results.append((class_id, masks, scores))
+                continue
+            result = self.segmenter.segment_scored(state, boxes, points, prior=heatmap)
+            verdicts = self.rule.judge(result, heatmap, valid)
+            kept = verdicts.kept
+            results.append((class_id, result.masks[kept], result.scores[kept]))
+            kept_union |= result.masks[kept].any(axis=0)
+            rejected_union |= result.masks[~kept].any(axis=0)
+            self._record(tile_id, class_id, group["prompt_id"].to_numpy()[used], result, verdicts)
         mask = merge_class_masks(height, width, results)
+        if rejected_union.any():
+            mask = ignore_rejected(mask, kept_union, rejected_union)
         if unprompted and self.unprompted == "ignore":
             mask[:] = IGNORE_INDEX
         self._progress(total)
         return mark_outside_scene(mask, TileWindow(0, 0, *valid_size), IGNORE_INDEX)
+
+    def _record(
+        self, tile_id: str, class_id: int, prompt_ids: np.ndarray, result: Segmentation, verdicts: MaskVerdicts,
+    ) -> None:
+        """One masks-table row per mask of one prompt set."""
+        nan = np.full(len(verdicts.ios), np.nan)
+        measured = {name: np.asarray(result.confidences.get(name, nan), dtype=np.float64) for name in CONFIDENCES}
+        for k in range(len(verdicts.ios)):
+            self.rows.append({
+                "tile_id": tile_id, "class_id": int(class_id), "mask_index": int(prompt_ids[k]),
+                "area": int(verdicts.area[k]), "score": float(result.scores[k]),
+                "predicted_iou": float(measured["predicted_iou"][k]),
+                "stability_score": float(measured["stability_score"][k]), "ios": float(verdicts.ios[k]),
+                "confidence_name": self.rule.confidence, "confidence": float(verdicts.confidence[k]),
+                "kept": bool(verdicts.kept[k]), "rejected_by": str(verdicts.rejected_by[k]),
+            })
+
+    def table(self, classes: list[str]) -> pd.DataFrame:
+        """The masks table (segmenters/mask_rules.TABLE_COLUMNS), one row per mask, in labelling order."""
+        table = pd.DataFrame(self.rows, columns=[c for c in TABLE_COLUMNS if c != "class_name"])
+        table.insert(2, "class_name", [classes[k - 1] for k in table["class_id"]])
+        return table.astype(TABLE_COLUMNS)
 
     def _progress(self, total: int) -> None:
         self.done += 1
@@ -139,28 +206,33 @@ def build_embedding_cache(sam_labeling: dict, segmenter: PromptableSegmenter) ->
 def _labeler(
     segmenter: PromptableSegmenter | RegionSource, prompts: pd.DataFrame, sam_labeling: dict, threshold: int,
 ) -> TileLabeler | RegionLabeler:
-    """Prompts -> promptable segmenter, or, for `segmenter: regions`, region voting (no prompts)."""
+    """Prompts -> promptable segmenter (with its mask rule), or, for `segmenter: regions`, region
+    voting (no prompts; the schema refuses merge: ios and min_confidence there)."""
     if isinstance(segmenter, RegionSource):
         logger.info("Labelling by region voting (%s regions, area gate %s, mean CAM > T = %d); "
                     "sam_labeling.prompt_mode and the prompts are not used", segmenter.source,
                     segmenter.area_gate, threshold)
         return RegionLabeler(segmenter, threshold, sam_labeling["unprompted_positive"])
     segmenter = segmenter.at_threshold(threshold)
-    logger.info("Labelling with %s, prompt mode %s", segmenter.name, sam_labeling["prompt_mode"])
+    rule = MaskRule.from_params(sam_labeling, segmenter, threshold)
+    logger.info("Labelling with %s, prompt mode %s, %s", segmenter.name, sam_labeling["prompt_mode"], rule.describe)
     return TileLabeler(
         segmenter, prompts, sam_labeling["prompt_mode"], sam_labeling["unprompted_positive"],
-        build_embedding_cache(sam_labeling, segmenter),
+        build_embedding_cache(sam_labeling, segmenter), rule,
     )
 
 
-def label_tiles(
+def label_tiles_with_table(
     segmenter: PromptableSegmenter | RegionSource, tiles: Partitions, cams: Partitions, prompts: pd.DataFrame,
     tile_index: pd.DataFrame, sam_labeling: dict, prompt_generation: dict, classes: list[str],
-) -> dict[str, np.ndarray]:
-    """A pseudo-mask for every tile of the prompted splits.
+) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """A pseudo-mask for every tile of the prompted splits, and the masks table.
 
     Each mask is 255 past its tile's valid `height` and `width` (the padding outside the scene).
-    A region source (`segmenter: regions`) labels by region voting at T and does not read `prompts`.
+    The masks table has one row per segmenter mask (segmenters/mask_rules.TABLE_COLUMNS): its
+    area, confidences, IOS with the CAM at the run's T, and whether it was kept (else why not).
+    A region source (`segmenter: regions`) labels by region voting at T, does not read `prompts`
+    and has no segmenter masks: its table is empty.
     """
     labeler = _labeler(segmenter, prompts, sam_labeling, int(prompt_generation["threshold"]))
     selected = tile_rows(tiles_of_split(tile_index, prompt_generation["splits"]))
@@ -172,4 +244,27 @@ def label_tiles(
         positive = [(k, load_partition(cams, cam_key(classes[k - 1], tile_id), "cams"))
                     for k in positive_class_ids(tile, classes)]
         masks[tile_id] = labeler.label(tile_id, image, positive, len(selected), (int(tile["height"]), int(tile["width"])))
-    return masks
+    if isinstance(labeler, RegionLabeler):
+        return masks, pd.DataFrame({c: pd.Series(dtype=t) for c, t in TABLE_COLUMNS.items()})
+    table = labeler.table(classes)
+    _log_verdicts(table, labeler.rule)
+    return masks, table
+
+
+def label_tiles(
+    segmenter: PromptableSegmenter | RegionSource, tiles: Partitions, cams: Partitions, prompts: pd.DataFrame,
+    tile_index: pd.DataFrame, sam_labeling: dict, prompt_generation: dict, classes: list[str],
+) -> dict[str, np.ndarray]:
+    """The pseudo-masks of :func:`label_tiles_with_table` without the masks table."""
+    return label_tiles_with_table(
+        segmenter, tiles, cams, prompts, tile_index, sam_labeling, prompt_generation, classes
+    )[0]
+
+
+def _log_verdicts(table: pd.DataFrame, rule: MaskRule) -> None:
+    """How many masks were kept and how many became ignore, by reason."""
+    reasons = table.loc[~table["kept"], "rejected_by"].value_counts()
+    counts = ", ".join(f"{int(reasons.get(reason, 0))} by {reason}" for reason in REJECTIONS)
+    ignored = int((~table["kept"]).sum())
+    logger.info("Masks: %d of %d kept, %d turned to ignore (%s); %s", len(table) - ignored, len(table), ignored,
+                counts, rule.describe)

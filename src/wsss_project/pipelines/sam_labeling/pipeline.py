@@ -1,8 +1,9 @@
-"""sam_labeling pipeline: the run's segmenter, built once, then one pseudo-mask per prompted tile."""
+"""sam_labeling pipeline: the run's segmenter, built once, then one pseudo-mask per prompted tile
+and the masks table (one row per segmenter mask: confidences, IOS, kept or why not)."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import build_segmenter, label_tiles
+from .nodes import build_segmenter, label_tiles_with_table
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -10,10 +11,10 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(build_segmenter, ["params:sam_labeling", "params:device"], "segmenter", name="build_segmenter"),
             node(
-                label_tiles,
+                label_tiles_with_table,
                 ["segmenter", "tiles", "cams", "prompts", "tile_index", "params:sam_labeling",
                  "prompt_generation_resolved", "params:classes"],
-                "pseudo_masks",
+                ["pseudo_masks", "pseudo_mask_table"],
                 name="label_tiles",
             ),
         ]
