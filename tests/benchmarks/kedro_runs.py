@@ -56,3 +56,10 @@ def end_mlflow_run() -> None:
     (a CLI `kedro run` is a process of its own and never meets this)."""
     while mlflow.active_run() is not None:
         mlflow.end_run()
+
+
+def deep_update(base: dict, extra: dict) -> dict:
+    """`extra` merged into `base` key by key, nested dicts too, as `kedro run --params` merges (in place)."""
+    for key, value in extra.items():
+        base[key] = deep_update(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from floors import colour_floors
 from kedro.framework.session import KedroSession
-from kedro_runs import latest_json, latest_parquet, make_workdir, run_stages
+from kedro_runs import deep_update, latest_json, latest_parquet, make_workdir, run_stages
 
 from wsss_project.pipelines.evaluation.nodes import evaluate_pseudo_labels
 from wsss_project.pipelines.prompt_generation.nodes import generate_prompts
@@ -32,12 +32,6 @@ from wsss_project.pipelines.sam_labeling.nodes import build_segmenter, label_til
 STAGES = ["data_preparation", "localization", "prompt_generation", "sam_labeling",
           "segmentation_training", "supervised_reference", "evaluation"]
 SCOPES = ("pooled", "bijie", "sichuan")
-
-
-def _deep_update(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        base[key] = _deep_update(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
 
 
 def _pseudo_label_iou_by_t(workdir: Path, params: dict, grid: list[int]) -> dict[int, dict[str, float]]:
@@ -64,7 +58,7 @@ def test_default_run_on_real_landslides(real_data):
     workdir = make_workdir(Path(os.environ.get("WSSS_BENCH_DIR", "/tmp/wsss_bench/default_real")))
     params = {"data": {"source": "folder", "folder": {"images_dir": str(real_data / "images"),
                                                       "masks_dir": str(real_data / "masks")}}}
-    _deep_update(params, json.loads(os.environ.get("WSSS_BENCH_PARAMS", "{}")))
+    deep_update(params, json.loads(os.environ.get("WSSS_BENCH_PARAMS", "{}")))
     seconds = run_stages(workdir, STAGES, params)
     reporting = workdir / "data" / "08_reporting"
     metrics = latest_json(reporting / "metrics.json")

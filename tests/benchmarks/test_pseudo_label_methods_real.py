@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from kedro_runs import deep_update
 
 from wsss_project.contracts import IGNORE_INDEX, TRAIN_SPLIT, cam_key
 from wsss_project.pipelines.evaluation.nodes import evaluate_pseudo_labels
@@ -37,12 +38,6 @@ METHODS: dict[str, dict] = {
     "regions: slic": {"segmenter": "regions", "regions": {"superpixels": {"method": "slic"}}},
     "regions: felzenszwalb": {"segmenter": "regions", "regions": {"superpixels": {"method": "felzenszwalb"}}},
 }
-
-
-def _deep_update(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        base[key] = _deep_update(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
 
 
 def _cam_above_t(tiles, cams, tile_index, classes, threshold) -> dict[str, np.ndarray]:
@@ -78,7 +73,7 @@ def test_weight_free_pseudo_labellers_on_real_landslides(real_data):
     pseudo = _cam_above_t(tiles, cams, index, classes, int(resolved["threshold"]))
     results["cam > T"] = (pseudo, time.perf_counter() - started)
     for name, overrides in METHODS.items():
-        params = _deep_update(copy.deepcopy(labeling), overrides)
+        params = deep_update(copy.deepcopy(labeling), overrides)
         segmenter = build_segmenter(params, device)
         started = time.perf_counter()
         pseudo = label_tiles(segmenter, tiles, cams, prompts, index, params, resolved, classes)
