@@ -9,8 +9,8 @@ from wsss_project.imagery.readers import (
     find_scene_files,
     read_image,
     read_image_and_valid,
-    stretch_to_uint8,
     read_mask,
+    stretch_to_uint8,
     validate_rgb_bands,
     write_georeferenced_mask,
 )

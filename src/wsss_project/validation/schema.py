@@ -42,8 +42,19 @@ from wsss_project.models.cam_classifier import _DILATED_STAGES, BACKBONES
 from wsss_project.models.pixel_mil import POOLINGS
 from wsss_project.pipelines.prompt_generation.nodes import AUTO
 from wsss_project.pipelines.sam_labeling.nodes import UNPROMPTED_POLICIES
-from wsss_project.segmenters.factory import REGIONS, SAM, SEGMENTERS, resolve_segmenter_name
-from wsss_project.segmenters.mask_rules import CONFIDENCE_AUTO, CONFIDENCE_CHOICES, MERGE_MODES, MERGE_SEGMENTER
+from wsss_project.segmenters.factory import (
+    GRABCUT,
+    REGIONS,
+    SAM,
+    SEGMENTERS,
+    resolve_segmenter_name,
+)
+from wsss_project.segmenters.mask_rules import (
+    CONFIDENCE_AUTO,
+    CONFIDENCE_CHOICES,
+    MERGE_MODES,
+    MERGE_SEGMENTER,
+)
 from wsss_project.segmenters.regions import (
     REGION_SOURCES,
     SAM_AUTO,
@@ -391,12 +402,12 @@ class SamLabeling(Section):
 
     @model_validator(mode="after")
     def _checkpoint_matches_segmenter(self) -> SamLabeling:
-        if self.segmenter == "sam" and self.sam.checkpoint is None:
+        if self.segmenter == SAM and self.sam.checkpoint is None:
             raise ValueError(
                 "parameter `sam_labeling.sam.checkpoint` must be set when sam_labeling.segmenter is sam "
                 "(a local file; nothing is downloaded), or use segmenter: auto or grabcut"
             )
-        if self.segmenter == "grabcut" and self.sam.checkpoint is not None:
+        if self.segmenter == GRABCUT and self.sam.checkpoint is not None:
             logger.warning(
                 "sam_labeling.segmenter is grabcut: sam_labeling.sam.checkpoint %s is not used", self.sam.checkpoint
             )
