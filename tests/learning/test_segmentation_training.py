@@ -149,3 +149,37 @@ def test_predict_probabilities_shape_and_simplex(tta):
     probs = predict_probabilities(model, images, {**DEFAULT_SEG_PARAMS, "tta_flips": tta}, CPU, 2)
     assert probs.shape == (3, 2, 34, 34) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_alps_pretraining_copies_the_body_into_the_binary_model(monkeypatch):
+    from wsss_project.learning import segmentation_training as training
+    from wsss_project.learning.segmentation_training import pretrain_resunet
+
+    images, masks = _tiles()
+    clusters = np.where(masks == 255, 255, (images[..., 0] // 64).astype(np.uint8))  # 4 "clusters" by brightness
+    params = {**DEFAULT_SEG_PARAMS, "alps": {"n_clusters": 4, "epochs": 1}}
+    pretrained, history = pretrain_resunet(images, clusters, params, CPU)
+    assert pretrained.n_outputs == 4 and len(history) == 1
+    body = pretrained.body_state_dict()
+    assert not any(key.startswith(pretrained.output_prefix()) for key in body)
+
+    seen = {}
+    fit = training._fit_resunet
+
+    def spy(model, *args, **kwargs):  # the binary model as its training starts
+        seen["stem"] = model.stem.body[0].weight.detach().clone()
+        seen["head"] = model.head[-1].weight.shape
+        return fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(training, "_fit_resunet", spy)
+    train_resunet(images, masks, 2, DEFAULT_SEG_PARAMS, CPU, body=body)
+    torch.testing.assert_close(seen["stem"], body["stem.body.0.weight"])
+    assert seen["head"][0] == 2  # the output layer is the binary one, not the pre-training's 4-way head
+
+
+def test_without_a_body_training_is_unchanged():
+    images, masks = _tiles()
+    plain, _ = train_resunet(images, masks, 2, DEFAULT_SEG_PARAMS, CPU)
+    empty, _ = train_resunet(images, masks, 2, DEFAULT_SEG_PARAMS, CPU, body={})
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(value, empty.state_dict()[key])

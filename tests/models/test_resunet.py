@@ -38,3 +38,19 @@ def test_state_dict_round_trip_weights_only(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), other(x))
+
+
+def test_a_body_loads_into_a_model_with_another_head_and_keeps_that_head():
+    source, target = ResUNet(n_outputs=5, base_width=4, depth=2), ResUNet(n_outputs=2, base_width=4, depth=2)
+    head_before = target.head[-1].weight.detach().clone()
+    target.load_body(source.body_state_dict())
+    for key, value in source.body_state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+    assert torch.equal(target.head[-1].weight, head_before)
+
+
+def test_a_body_of_another_architecture_is_refused():
+    with pytest.raises(ValueError, match="does not fit"):
+        ResUNet(n_outputs=2, base_width=4, depth=2).load_body(ResUNet(n_outputs=2, base_width=8, depth=2).body_state_dict())
+    with pytest.raises(ValueError, match="missing"):
+        ResUNet(n_outputs=2, base_width=4, depth=3).load_body(ResUNet(n_outputs=2, base_width=4, depth=2).body_state_dict())

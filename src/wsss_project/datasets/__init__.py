@@ -1,6 +1,7 @@
 """Custom Kedro datasets (only where kedro-datasets has none)."""
 
+from .optional_partitions import OptionalPartitionedDataset
 from .png_array import PNGArrayDataset
 from .torch_state_dict import TorchStateDictDataset
 
-__all__ = ["PNGArrayDataset", "TorchStateDictDataset"]
+__all__ = ["OptionalPartitionedDataset", "PNGArrayDataset", "TorchStateDictDataset"]

@@ -20,10 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from torch.nn import functional as F
+
 from wsss_project.learning.cam_training import (
     NAMESPACE,
     build_cam_classifier,
     compute_cams,
+    images_to_tensor,
     predict_tile_probabilities,
     train_cam_classifier,
 )
@@ -61,6 +64,12 @@ class Localizer(Protocol):
     ) -> np.ndarray:
         """(N, C) probability that each tile holds each class."""
 
+    def features(
+        self, model: nn.Module, images: np.ndarray, params: Mapping[str, Any], device: torch.device,
+    ) -> torch.Tensor:
+        """(N, K, h, w) float32 encoder features (before the classifier) on the CPU; the grid
+        covers the whole tile (ALPS eq. 4 upsamples it to the tile, learning/alps.py)."""
+
 
 @dataclass(frozen=True)
 class MilLocalizer:
@@ -80,6 +89,15 @@ class MilLocalizer:
     def tile_probabilities(self, model, images, valid_sizes, params, device):
         return mil_tile_probabilities(model, images, valid_sizes, params, device)
 
+    def features(self, model, images, params, device):
+        # The scorer's last hidden layer, at input_scale as the scorer sees the tile.
+        scale = float(params["mil"]["input_scale"])
+        model.eval()
+        with torch.inference_mode():
+            x = images_to_tensor(images, params["image_mean"], params["image_std"], device)
+            x = x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="area")
+            return model.body(x).float().cpu()
+
 
 @dataclass(frozen=True)
 class CamClassifierLocalizer:
@@ -97,6 +115,13 @@ class CamClassifierLocalizer:
 
     def tile_probabilities(self, model, images, valid_sizes, params, device):
         return predict_tile_probabilities(model, images, params, device, len(images))
+
+    def features(self, model, images, params, device):
+        # The backbone's feature map F, the one the CAM is a linear map of (stride output_stride).
+        model.eval()
+        with torch.inference_mode():
+            x = images_to_tensor(images, params["image_mean"], params["image_std"], device)
+            return model.features(x).float().cpu()
 
 
 # Read-only: adding a method is a new class plus one entry here.

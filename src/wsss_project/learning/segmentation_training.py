@@ -15,6 +15,10 @@ Keys read by `train_resunet` (and `build_resunet`):
 
 Keys read by `predict_probabilities`: image_mean, image_std, tta_flips (bool).
 
+`pretrain_resunet` (ALPS, `pretrain: alps`) trains the same ResUNet with an `alps.n_clusters`-way
+head on the cluster maps (learning/alps.py) for `alps.epochs` epochs, cross-entropy only; its body
+(every layer but the output conv) then initialises `train_resunet(..., body=...)`.
+
 Masks are uint8 class indices, 255 = ignore: ignored pixels contribute neither loss nor gradient.
 """
 
@@ -142,6 +146,7 @@ def train_resunet(
     n_outputs: int,
     params: Mapping[str, Any],
     device: torch.device,
+    body: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[ResUNet, list[dict[str, float]]]:
     """Train ResUNet with cross-entropy (ignore 255) + optional soft Dice.
 
@@ -151,6 +156,9 @@ def train_resunet(
         n_outputs: number of classes including background.
         params: `segmentation_training` parameters (see module docstring).
         device: where to train.
+        body: optional pre-trained body (`ResUNet.body_state_dict` of `pretrain_resunet`'s model):
+            copied in after the seeded initialisation, so the output layer keeps its seeded
+            random weights and the rest of the run draws the same random numbers as without it.
 
     Returns:
         The trained model (on `device`, eval mode) and one history dict per epoch:
@@ -173,7 +181,12 @@ def train_resunet(
     seed = int(params["seed"])
     seed_everything(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = build_resunet(n_outputs, params).to(device)
+    model = build_resunet(n_outputs, params)
+    if body:
+        model.load_body(dict(body))
+        logger.info("ResUNet starts from the pre-trained body (%d tensors); its %d-way output layer is new",
+                    len(body), n_outputs)
+    model = model.to(device)
     optimizer = _make_optimizer(model, params)
     crop_size = train_h if use_crop else None
     policy = AugmentationPolicy((h, w), crop_size, dihedral=bool(params["augment"]))
@@ -184,6 +197,25 @@ def train_resunet(
         history = _fit_resunet(model, loader, optimizer, params, device)
     model.eval()
     return model, history
+
+
+def pretrain_resunet(
+    images: np.ndarray,
+    cluster_maps: np.ndarray,
+    params: Mapping[str, Any],
+    device: torch.device,
+) -> tuple[ResUNet, list[dict[str, float]]]:
+    """ALPS pre-training: ResUNet with an `alps.n_clusters`-way head on the cluster maps (255 = ignore).
+
+    The fine-tuning schedule's optimiser, batch, crops and augmentation, for `alps.epochs` epochs and
+    with cross-entropy only (`dice_weight` 0): ALPS pre-trains with the segmenter's own pixel loss,
+    and a soft Dice over up to 255 mostly tiny clusters would weigh each as much as the largest.
+    """
+    alps = params["alps"]
+    return train_resunet(
+        images, cluster_maps, int(alps["n_clusters"]),
+        {**params, "epochs": int(alps["epochs"]), "dice_weight": 0.0}, device,
+    )
 
 
 def _log_training_start(

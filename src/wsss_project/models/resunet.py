@@ -101,3 +101,31 @@ class ResUNet(nn.Module):
         for i in reversed(range(self.depth)):
             y = self.dec[i](torch.cat([self.up[i](y), skips[i]], dim=1))
         return self.head(y)
+
+    def output_prefix(self) -> str:
+        """State-dict prefix of the output layer (the 1x1 conv to ``n_outputs``): the only
+        tensors whose shape depends on the number of classes."""
+        return f"head.{len(self.head) - 1}."
+
+    def body_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor of the state_dict but the output layer's (encoder, decoder, the head's BN)."""
+        prefix = self.output_prefix()
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(prefix)}
+
+    def load_body(self, body: dict[str, torch.Tensor]) -> None:
+        """Copy a body (:meth:`body_state_dict` of a ResUNet of the same base_width and depth,
+        any ``n_outputs``) into this model; its own output layer is kept as it is.
+
+        Every body tensor must be present with this model's shape: a partial copy would leave
+        layers at random weights without saying so.
+        """
+        own = self.body_state_dict()
+        body = {k: v for k, v in body.items() if not k.startswith(self.output_prefix())}
+        missing, extra = sorted(set(own) - set(body)), sorted(set(body) - set(own))
+        wrong = [k for k in own if k in body and tuple(body[k].shape) != tuple(own[k].shape)]
+        if missing or extra or wrong:
+            raise ValueError(
+                f"the pre-trained body does not fit this ResUNet: missing {missing[:3]}, unexpected {extra[:3]}, "
+                f"other shape {wrong[:3]} (same base_width and depth needed)"
+            )
+        self.load_state_dict({**self.state_dict(), **body})

@@ -31,11 +31,12 @@ from pydantic import (
 )
 from segment_anything import sam_model_registry
 
-from wsss_project.contracts import HEATMAP_MAX, PROMPT_MODES, SPLITS
+from wsss_project.contracts import HEATMAP_MAX, IGNORE_INDEX, PROMPT_MODES, SPLITS
 from wsss_project.errors import UserInputError
 from wsss_project.geometry.prompts import RETRIEVAL_MODES
 from wsss_project.geometry.thresholds import THRESHOLD_RULES
 from wsss_project.imagery.synthetic import DEFAULT_SYNTHETIC_PARAMS
+from wsss_project.learning.alps import PRETRAIN_ALPS, PRETRAIN_MODES
 from wsss_project.learning.localizers import LOCALIZERS
 from wsss_project.learning.segmentation_training import OPTIMIZERS
 from wsss_project.models.cam_classifier import _DILATED_STAGES, BACKBONES
@@ -427,6 +428,13 @@ class SamLabeling(Section):
 # --------------------------------------------------------------------------- segmentation_training, reporting
 
 
+class Alps(Section):
+    n_clusters: Annotated[int, Field(ge=2, lt=IGNORE_INDEX, description="cluster ids are 0..N-1 and 255 is ignore")]
+    kmeans_batch_tiles: PositiveInt
+    kmeans_passes: PositiveInt
+    epochs: PositiveInt
+
+
 class SegmentationTraining(Section):
     base_width: PositiveInt
     depth: PositiveInt
@@ -442,6 +450,8 @@ class SegmentationTraining(Section):
     image_std: RgbStds
     tta_flips: bool
     inference_batch_size: PositiveInt
+    pretrain: choice(PRETRAIN_MODES)
+    alps: Alps
 
 
 class Reporting(Section):
@@ -495,6 +505,18 @@ class _CrossSectionChecks(Section):
                     f"parameter `data.folder.{name}` has {len(entries)} entries for the {n_classes} classes "
                     f"{self.classes}: give one per class, in `classes` order"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _alps_regions_have_their_model(self) -> _CrossSectionChecks:
+        labeling = self.sam_labeling
+        if (self.segmentation_training.pretrain == PRETRAIN_ALPS and labeling.regions.source == SAM_AUTO
+                and labeling.sam.checkpoint is None):
+            raise ValueError(
+                f"parameter `sam_labeling.sam.checkpoint` must be set when segmentation_training.pretrain is "
+                f"{PRETRAIN_ALPS} with sam_labeling.regions.source {SAM_AUTO} (a local file; nothing is downloaded), "
+                f"or use regions.source: {SUPERPIXELS}"
+            )
         return self
 
     @model_validator(mode="after")

@@ -1,5 +1,16 @@
 """Nodes of segmentation_training: train ResUNet on tile masks (the pseudo-masks here; the true masks in
-supervised_reference); predict and stitch test scenes."""
+supervised_reference); predict and stitch test scenes.
+
+ALPS pre-training (`segmentation_training.pretrain: alps`, seed 002): `cluster_regions` gives every
+train tile a cluster map (learning/alps.py), `pretrain_segmentation_model` trains the ResUNet with
+an N-way head on them, and `train_segmentation_model` starts from that body. Kedro builds pipelines
+before it reads parameters, so the two ALPS nodes are declared in every run; with `pretrain: none`
+(the default) each returns its empty result at once (no maps, an empty table, an empty state_dict:
+"no pre-training") and says so in the log, and the training starts from its seeded random weights
+exactly as before. Declaring them (rather than a pipeline of its own) keeps the switch a parameter:
+`--params segmentation_training.pretrain=alps` works on the default pipeline, `kedro run --pipeline
+segmentation_training` and the benchmarks alike, and no setting can be on while its nodes are absent.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +22,23 @@ import pandas as pd
 
 from wsss_project.contracts import BINARY_FOREGROUND_VALUE, IGNORE_INDEX, TEST_SPLIT, TRAIN_SPLIT
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene, stitch_mean
+from wsss_project.learning import alps
 from wsss_project.learning.segmentation_training import (
     build_resunet,
     predict_probabilities,
+    pretrain_resunet,
     train_resunet,
 )
 from wsss_project.pipelines.training_records import history_outputs
-from wsss_project.tile_data import Partitions, stack_tiles, tile_rows, tiles_of_split
+from wsss_project.tile_data import Partitions, load_partition, stack_tiles, tile_rows, tiles_of_split
 from wsss_project.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
 MASKS_DATASET = "pseudo_masks"  # what the weakly supervised model learns from
 HISTORY_PREFIX = "segmentation_training"  # of its MLflow training curves
+PRETRAINING_PREFIX = "segmentation_pretraining"  # of the ALPS pre-training's MLflow curves
+CLUSTER_MAPS_DATASET = "alps_cluster_maps"
 
 
 def ignore_outside_scene(masks: np.ndarray, tiles: pd.DataFrame) -> np.ndarray:
@@ -37,16 +52,61 @@ def ignore_outside_scene(masks: np.ndarray, tiles: pd.DataFrame) -> np.ndarray:
     ])
 
 
+def cluster_regions(
+    tiles: Partitions, tile_index: pd.DataFrame, cam_model: dict, segmentation_training: dict,
+    sam_labeling: dict, localization: dict, classes: list[str], seed: int, device: str,
+) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """ALPS cluster maps of every train tile and the cluster table (`pretrain: alps`; else empty).
+
+    Regions: `sam_labeling.regions` (the same source, area gate and settings as region voting);
+    features: SAM's embedding for `sam_auto`, else the trained localizer's (`cam_model`). A map is
+    uint8 cluster ids 0..N-1, 255 where no region lies and outside the scene. Image pixels only:
+    neither masks nor image-level labels are read.
+    """
+    if segmentation_training["pretrain"] != alps.PRETRAIN_ALPS:
+        logger.info("segmentation_training.pretrain is %s: no ALPS cluster maps", segmentation_training["pretrain"])
+        return {}, alps.empty_cluster_table()
+    torch_device = resolve_device(device)
+    source, features = alps.build_alps_sources(sam_labeling, localization, cam_model, len(classes), torch_device)
+    train = tile_rows(tiles_of_split(tile_index, TRAIN_SPLIT))
+    tile_list = [(t["tile_id"], load_partition(tiles, t["tile_id"], "tiles"), (int(t["height"]), int(t["width"])))
+                 for t in train]
+    return alps.cluster_regions(tile_list, source, features, segmentation_training["alps"], seed)
+
+
+def pretrain_segmentation_model(
+    tiles: Partitions, cluster_maps: Partitions, tile_index: pd.DataFrame, segmentation_training: dict,
+    seed: int, device: str,
+) -> tuple[dict, dict]:
+    """ALPS pre-training: ResUNet with an `alps.n_clusters`-way head on the cluster maps of every train
+    tile; returns its body (every tensor but the output layer) and its MLflow curves.
+
+    With `pretrain: none` it returns an empty state_dict (no pre-training) and no curves.
+    """
+    if segmentation_training["pretrain"] != alps.PRETRAIN_ALPS:
+        return {}, {}
+    train = tiles_of_split(tile_index, TRAIN_SPLIT)
+    tile_ids = train["tile_id"].tolist()
+    images = stack_tiles(tiles, tile_ids)
+    maps = ignore_outside_scene(stack_tiles(cluster_maps, tile_ids, CLUSTER_MAPS_DATASET), train)
+    params = {**segmentation_training, "seed": seed}
+    model, history = pretrain_resunet(images, maps, params, resolve_device(device))
+    _, curves = history_outputs(history, PRETRAINING_PREFIX)
+    return {k: v.cpu() for k, v in model.body_state_dict().items()}, curves
+
+
 def train_segmentation_model(
     tiles: Partitions, masks: Partitions, tile_index: pd.DataFrame,
     segmentation_training: dict, classes: list[str], seed: int, device: str,
+    pretrained_body: dict | None = None,
     masks_dataset: str = MASKS_DATASET, history_prefix: str = HISTORY_PREFIX,
 ) -> tuple[dict, pd.DataFrame, dict]:
     """Train ResUNet on the train tiles' `masks` (255 = ignore, and so is every pixel outside the scene).
 
     segmentation_training passes the pseudo-masks (ground truth is never read there);
     supervised_reference passes the true `tile_masks`. masks_dataset names them in logs and
-    errors; history_prefix prefixes the MLflow training curves.
+    errors; history_prefix prefixes the MLflow training curves. pretrained_body: the ALPS
+    pre-trained body (`pretrain_segmentation_model`); empty or None = seeded random weights.
     """
     train = tiles_of_split(tile_index, TRAIN_SPLIT)
     tile_ids = train["tile_id"].tolist()
@@ -58,7 +118,7 @@ def train_segmentation_model(
         100 * np.mean(labels == IGNORE_INDEX),
     )
     params = {**segmentation_training, "seed": seed}
-    model, history = train_resunet(images, labels, len(classes) + 1, params, resolve_device(device))
+    model, history = train_resunet(images, labels, len(classes) + 1, params, resolve_device(device), pretrained_body)
     table, curves = history_outputs(history, history_prefix)
     return {k: v.cpu() for k, v in model.state_dict().items()}, table, curves
 

@@ -4,15 +4,30 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import HISTORY_PREFIX, MASKS_DATASET, predict_scenes, train_segmentation_model
+from .nodes import (
+    CLUSTER_MAPS_DATASET,
+    HISTORY_PREFIX,
+    MASKS_DATASET,
+    cluster_regions,
+    predict_scenes,
+    pretrain_segmentation_model,
+    train_segmentation_model,
+)
+
+PRETRAINED_BODY = "segmentation_pretrained_body"
 
 
-def training_pipeline(masks: str = MASKS_DATASET, history_prefix: str = HISTORY_PREFIX) -> Pipeline:
+def training_pipeline(
+    masks: str = MASKS_DATASET, history_prefix: str = HISTORY_PREFIX, pretrained_body: str | None = None,
+) -> Pipeline:
     """Train ResUNet on the train tiles' `masks` and predict the test scenes.
 
     `masks` names the dataset the model learns from (in the node's inputs and in its log and
-    errors); `history_prefix` prefixes the MLflow training curves. supervised_reference reuses this
-    pipeline, namespaced, on the true `tile_masks`.
+    errors); `history_prefix` prefixes the MLflow training curves; `pretrained_body` names the
+    dataset of a pre-trained body to start from (None: seeded random weights). supervised_reference
+    reuses this pipeline, namespaced, on the true `tile_masks` and without a pre-trained body: it
+    stays the from-scratch ceiling, so a weak-side lever such as ALPS moves only the numerator of
+    weak_to_full_ratio.
     """
     # update_wrapper: the node keeps the function's name in Kedro's logs.
     train = update_wrapper(
@@ -23,7 +38,7 @@ def training_pipeline(masks: str = MASKS_DATASET, history_prefix: str = HISTORY_
             node(
                 train,
                 ["tiles", masks, "tile_index", "params:segmentation_training",
-                 "params:classes", "params:seed", "params:device"],
+                 "params:classes", "params:seed", "params:device", *([pretrained_body] if pretrained_body else [])],
                 ["segmentation_model", "segmentation_training_history", "segmentation_training_curves"],
                 name="train_segmentation_model",
             ),
@@ -38,5 +53,29 @@ def training_pipeline(masks: str = MASKS_DATASET, history_prefix: str = HISTORY_
     )
 
 
+def alps_pretraining_pipeline() -> Pipeline:
+    """ALPS (`segmentation_training.pretrain: alps`): cluster maps of the train tiles, then the ResUNet
+    pre-trained on them. Declared in every run; with `pretrain: none` both nodes return empty
+    results (see nodes.py)."""
+    return pipeline(
+        [
+            node(
+                cluster_regions,
+                ["tiles", "tile_index", "cam_model", "params:segmentation_training", "params:sam_labeling",
+                 "params:localization", "params:classes", "params:seed", "params:device"],
+                [CLUSTER_MAPS_DATASET, "alps_cluster_table"],
+                name="cluster_regions",
+            ),
+            node(
+                pretrain_segmentation_model,
+                ["tiles", CLUSTER_MAPS_DATASET, "tile_index", "params:segmentation_training", "params:seed",
+                 "params:device"],
+                [PRETRAINED_BODY, "segmentation_pretraining_curves"],
+                name="pretrain_segmentation_model",
+            ),
+        ]
+    )
+
+
 def create_pipeline(**kwargs) -> Pipeline:
-    return training_pipeline()
+    return alps_pretraining_pipeline() + training_pipeline(pretrained_body=PRETRAINED_BODY)
