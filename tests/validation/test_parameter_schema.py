@@ -381,3 +381,25 @@ def test_a_partial_check_names_the_bad_keys_present_and_not_the_missing_ones():
 def test_check_section_needs_a_section_of_the_schema():
     with pytest.raises(ValueError, match="no parameter section `localization.nope`"):
         check_section({}, "localization.nope")
+
+
+@pytest.mark.parametrize(("training", "named"), [
+    ({"pretrain": "alsp"}, "parameter `segmentation_training.pretrain`"),
+    ({"alps": {"n_clusters": 255}}, "parameter `segmentation_training.alps.n_clusters`"),
+    ({"alps": {"n_clusters": 1}}, "parameter `segmentation_training.alps.n_clusters`"),
+    ({"alps": {"kmeans_batch_tiles": 0}}, "parameter `segmentation_training.alps.kmeans_batch_tiles`"),
+    ({"alps": {"epoch": 3}}, "did you mean `segmentation_training.alps.epochs`?"),
+])
+def test_bad_alps_settings_are_named(training, named):
+    assert named in _error({"segmentation_training": training})
+
+
+def test_alps_on_sam_regions_needs_a_checkpoint():
+    runtime = {"segmentation_training": {"pretrain": "alps"}, "sam_labeling": {"regions": {"source": "sam_auto"}}}
+    assert ("parameter `sam_labeling.sam.checkpoint` must be set when segmentation_training.pretrain is alps"
+            in _error(runtime))
+    validate_parameters(_params({"segmentation_training": {"pretrain": "alps"}}))  # superpixels need no SAM
+
+
+def test_the_default_is_no_pretraining():
+    assert _params()["segmentation_training"]["pretrain"] == "none"

@@ -14,10 +14,22 @@ from kedro_datasets.partitions import PartitionedDataset
 
 
 class OptionalPartitionedDataset(PartitionedDataset):
-    """PartitionedDataset whose load gives ``{}`` when there is no partition."""
+    """PartitionedDataset whose load gives ``{}`` when there is no partition.
+
+    Saving no partition leaves an empty folder, so that "saved, and empty" exists, as a saved
+    dataset should, while "never saved" does not.
+    """
 
     def load(self) -> dict[str, Callable[[], Any]]:
         self._invalidate_caches()
         if not self._list_partitions():
             return {}
         return super().load()
+
+    def save(self, data: dict[str, Any]) -> None:
+        super().save(data)
+        if not data:
+            self._filesystem.mkdirs(self._normalized_path, exist_ok=True)
+
+    def _exists(self) -> bool:
+        return bool(self._filesystem.exists(self._normalized_path))

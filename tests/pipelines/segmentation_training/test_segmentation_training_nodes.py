@@ -1,5 +1,8 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import yaml
 from toy_tiles import SEGMENTATION, toy_tiles
 
 from wsss_project.learning.segmentation_training import build_resunet
@@ -37,8 +40,8 @@ def _capture_training(monkeypatch):
     """Replace the trainer by a stub that records the masks it would learn from."""
     seen = {}
 
-    def fake_train(images, masks, n_outputs, params, device):
-        seen["masks"], seen["params"] = masks.copy(), params
+    def fake_train(images, masks, n_outputs, params, device, body=None):
+        seen["masks"], seen["params"], seen["body"] = masks.copy(), params, body
         return build_resunet(n_outputs, params), [{"epoch": 1, "loss": 0.5, "lr": 1e-3, "seconds": 0.1}]
 
     monkeypatch.setattr(nodes, "train_resunet", fake_train)
@@ -53,6 +56,7 @@ def test_padding_is_never_supervision_whatever_the_masks_say(monkeypatch):
     train_segmentation_model(tiles, claims_padding, index, SEGMENTATION, ["landslide"], 0, "cpu")
     assert (seen["masks"][:, 40:] == 255).all() and (seen["masks"][:, :, 50:] == 255).all()
     assert (seen["masks"][:, :40, :50] == 1).all()
+    assert seen["body"] is None  # no pre-trained body given (supervised_reference): seeded random weights
 
 
 def test_training_curves_carry_the_given_prefix_and_the_masks_dataset_is_named(monkeypatch, caplog):
@@ -72,3 +76,29 @@ def test_ignore_outside_scene_keeps_full_tiles():
     out = ignore_outside_scene(masks, rows)
     assert (out[0] == 1).all() and (out[1, 2:] == 255).all() and (out[1, :2, 3] == 255).all()
     assert (out[1, :2, :3] == 1).all() and (masks == 1).all()
+
+
+def test_without_alps_the_pretraining_nodes_return_empty_results_and_read_no_model():
+    tiles, _, _, index = toy_tiles()
+    training = {**SEGMENTATION, "pretrain": "none"}
+    maps, table = nodes.cluster_regions(tiles, index, {"not": "a state_dict"}, training, {}, {}, ["landslide"], 0, "cpu")
+    assert maps == {} and table.empty and list(table.columns) == ["cluster_id", "regions", "pixels", "tiles"]
+    assert nodes.pretrain_segmentation_model(tiles, {}, index, training, 0, "cpu") == ({}, {})
+
+
+def test_alps_nodes_cluster_the_train_tiles_and_pretrain_a_body():
+    from wsss_project.learning.localizers import LOCALIZERS
+
+    tiles, _, _, index = toy_tiles()
+    localization = {"method": "mil", "image_mean": [0.5] * 3, "image_std": [0.25] * 3,
+                    "mil": {"width": 4, "n_layers": 2, "input_scale": 0.5}}
+    cam_model = LOCALIZERS["mil"].build(1, localization).state_dict()
+    conf = Path(__file__).resolve().parents[3] / "conf" / "base" / "parameters_sam_labeling.yml"
+    regions = yaml.safe_load(conf.read_text())["sam_labeling"]["regions"]  # the project's superpixels
+    training = {**SEGMENTATION, "pretrain": "alps",
+                "alps": {"n_clusters": 3, "kmeans_batch_tiles": 2, "kmeans_passes": 1, "epochs": 1}}
+    maps, table = nodes.cluster_regions(tiles, index, cam_model, training, {"regions": regions}, localization,
+                                        ["landslide"], 0, "cpu")
+    assert sorted(maps) == sorted(index.tile_id) and table["regions"].sum() > 0
+    body, curves = nodes.pretrain_segmentation_model(tiles, maps, index, training, 0, "cpu")
+    assert body and "segmentation_pretraining.loss" in curves
