@@ -19,7 +19,6 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
-
 from torch.nn import functional as F
 
 from wsss_project.learning.cam_training import (

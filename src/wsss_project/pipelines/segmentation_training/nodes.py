@@ -30,7 +30,13 @@ from wsss_project.learning.segmentation_training import (
     train_resunet,
 )
 from wsss_project.pipelines.training_records import history_outputs
-from wsss_project.tile_data import Partitions, load_partition, stack_tiles, tile_rows, tiles_of_split
+from wsss_project.tile_data import (
+    Partitions,
+    load_partition,
+    stack_tiles,
+    tile_rows,
+    tiles_of_split,
+)
 from wsss_project.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
