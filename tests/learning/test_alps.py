@@ -216,3 +216,15 @@ def test_sam_features_use_the_embedding_cache(tmp_path):
     assert (cache.misses, cache.hits) == (1, 1)
     assert first.shape == (segmenter.model.image_encoder.neck[0].out_channels, 64, 48)
     np.testing.assert_array_equal(first, second)
+
+
+def test_cam_classifier_features_are_its_backbone_map_aligned_to_the_tile():
+    localization = {"image_mean": [0.5] * 3, "image_std": [0.25] * 3, "backbone": "small", "base_width": 4,
+                    "blocks": [1, 1, 1, 1], "output_stride": 16, "pretrained_backbone": None}
+    localizer = LOCALIZERS["cam_classifier"]
+    model = localizer.build(1, localization)
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    raw = localizer.features(model, image[None], localization, CPU)
+    assert raw.shape == (1, model.n_features, 4, 4)  # stride 16
+    aligned = LocalizerFeatures(localizer, model, localization, CPU).aligned(image, (64, 40))
+    assert aligned.shape == (model.n_features, 64, 40)

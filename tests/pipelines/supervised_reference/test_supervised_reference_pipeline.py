@@ -7,6 +7,10 @@ from toy_tiles import SEGMENTATION, toy_tiles
 
 from wsss_project.pipeline_registry import register_pipelines
 from wsss_project.pipelines.segmentation_training import create_pipeline as segmentation_pipeline
+from wsss_project.pipelines.segmentation_training.pipeline import (
+    alps_pretraining_pipeline,
+    training_pipeline,
+)
 from wsss_project.pipelines.supervised_reference import create_pipeline as supervised_pipeline
 from wsss_project.pipelines.supervised_reference.pipeline import HISTORY_PREFIX, NAMESPACE
 
@@ -22,8 +26,8 @@ def _toy_run_inputs():
     scenes = pd.DataFrame({"scene_id": ["test0"], "source": ["toy"], "height": [64], "width": [100], "split": ["test"]})
     return {
         "tiles": tiles, "tile_masks": masks, "tile_index": index, "scenes": scenes,
-        "params:segmentation_training": SEGMENTATION, "params:classes": ["landslide"], "params:seed": 7,
-        "params:device": "cpu",
+        "params:segmentation_training": {**SEGMENTATION, "pretrain": "none"}, "params:classes": ["landslide"],
+        "params:seed": 7, "params:device": "cpu",
     }
 
 
@@ -45,8 +49,10 @@ def _run(pipe, inputs):
 def test_supervised_reference_is_the_segmentation_model_trained_on_the_true_masks():
     inputs = _toy_run_inputs()
     reference = _run(supervised_pipeline(), inputs)
-    # The same nodes, parameters and seed fed the true masks as "pseudo-masks" give the same model.
-    weak = _run(segmentation_pipeline(), {**inputs, "pseudo_masks": inputs["tile_masks"]})
+    # The same nodes, parameters and seed fed the true masks as "pseudo-masks" give the same model
+    # (without ALPS pre-training its nodes read neither the localizer nor the region settings).
+    weak = _run(segmentation_pipeline(), {**inputs, "pseudo_masks": inputs["tile_masks"], "cam_model": {},
+                                          "params:sam_labeling": {}, "params:localization": {}})
     ours, theirs = reference.load("supervised_model"), weak.load("segmentation_model")
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     predictions = reference.load("supervised_predictions")
@@ -63,9 +69,14 @@ def test_supervised_reference_reads_tile_masks_and_never_pseudo_masks():
 
 
 def test_supervised_reference_runs_segmentation_trainings_nodes_namespaced():
-    """One definition of the training and prediction: the reference only renames what they read and write."""
-    weak, reference = segmentation_pipeline(), supervised_pipeline()
+    """One definition of the training and prediction: the reference only renames what they read and write.
+
+    It has no ALPS pre-training nodes: the reference is trained from scratch whatever
+    segmentation_training.pretrain says."""
+    weak, reference = training_pipeline(), supervised_pipeline()
     assert [n.name for n in reference.nodes] == [f"{NAMESPACE}.{n.name}" for n in weak.nodes]
+    alps_nodes = {n.name for n in alps_pretraining_pipeline().nodes}
+    assert {n.name for n in segmentation_pipeline().nodes} == {n.name for n in weak.nodes} | alps_nodes
     def functions(pipe):  # the training node is a functools.partial naming its masks dataset
         return [getattr(n.func, "func", n.func) for n in pipe.nodes]
 
