@@ -29,6 +29,7 @@ from project_files import copy_project
 from test_run import TINY_PARAMS
 
 import wsss_project
+from wsss_project.datasets import OptionalPartitionedDataset
 from wsss_project.datasets.png_array import read_png
 from wsss_project.run_transaction import (
     JOURNAL_DIR,
@@ -146,7 +147,8 @@ def _assert_outputs_load(project: Path) -> None:
                 continue
             data = catalog.load(name)
             if isinstance(dataset, PartitionedDataset):
-                assert data, name
+                # Optional partitions (the ALPS cluster maps) are empty in a run without ALPS.
+                assert data or isinstance(dataset, OptionalPartitionedDataset), name
                 for load_partition in data.values():
                     load_partition()
             loaded.append(name)
