@@ -18,7 +18,7 @@ REGIONS = {"source": "superpixels", "area_gate": 0.3,
                         "crop_n_layers": 0, "min_mask_region_area": 0}}
 SAM_LABELING = {"segmenter": "grabcut", "prompt_mode": "point_box", "unprompted_positive": "ignore",
                 "merge": "segmenter", "ios": {"min_overlap": 0.5}, "min_confidence": None, "confidence": "auto",
-                "embedding_cache_dir": None, "sam": {"checkpoint": None, "model_type": "vit_b",
+                "embedding_cache_dir": None, "workers": "auto", "sam": {"checkpoint": None, "model_type": "vit_b",
                                                      "stability_score_offset": 1.0, "multimask_output": "auto"},
                 "grabcut": GRABCUT, "regions": REGIONS}
 PROMPT_GENERATION = {"threshold": 120, "splits": ["train"],

@@ -47,7 +47,9 @@ from wsss_project.segmenters.factory import (
     REGIONS,
     SAM,
     SEGMENTERS,
+    WORKERS_AUTO,
     resolve_segmenter_name,
+    uses_sam,
 )
 from wsss_project.segmenters.mask_rules import (
     CONFIDENCE_AUTO,
@@ -375,6 +377,7 @@ class SamLabeling(Section):
     min_confidence: Annotated[float, Field(ge=0, le=1)] | None
     confidence: choice(CONFIDENCE_CHOICES)
     embedding_cache_dir: str | None
+    workers: Literal[WORKERS_AUTO] | PositiveInt
     sam: Sam
     grabcut: GrabCut
     regions: Regions
@@ -420,6 +423,12 @@ class SamLabeling(Section):
             logger.warning(
                 "sam_labeling.regions.source is superpixels: sam_labeling.sam.checkpoint %s is not used",
                 self.sam.checkpoint,
+            )
+        if self.workers != WORKERS_AUTO and self.workers > 1 and uses_sam(self.model_dump()):
+            raise ValueError(
+                f"parameter `sam_labeling.workers` is {self.workers}, but SAM labels one tile at a time (its "
+                "forward pass already uses every core through torch, and its embedding cache has one writer): "
+                f"use workers: {WORKERS_AUTO} or 1"
             )
         return self
 
