@@ -346,7 +346,9 @@ def pseudo_label_comparison_bars(
     for ax in (quality, cost):
         ax.set_xticks(centres, names, rotation=30, ha="right")
         for position in centres[skipped]:
-            ax.annotate("skipped", (position, 0), xytext=(0, 3), textcoords="offset points", ha="center",
+            # x in data, y at the axes' foot: visible on the log-scaled cost axis too
+            ax.annotate("skipped", (position, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                        textcoords="offset points", ha="center",
                         rotation=90, fontsize=ANNOTATION_FONTSIZE, va="bottom")
     quality.set_ylabel("%" if as_percent else "score")
     quality.set_ylim(0, scale * 1.1)

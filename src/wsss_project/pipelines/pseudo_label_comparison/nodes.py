@@ -38,6 +38,7 @@ from wsss_project.imagery.tiling import mark_outside_scene
 from wsss_project.pipelines.evaluation.nodes import (
     cam_threshold_mask,
     evaluate_pseudo_labels,
+    owned_train_tiles,
     tile_window,
 )
 from wsss_project.pipelines.sam_labeling.nodes import build_segmenter, label_tiles
@@ -90,10 +91,11 @@ def cam_threshold_masks(cams: Partitions, tiles: pd.DataFrame, threshold: int, c
 
 
 def ignored_fraction(masks: Masks, tile_index: pd.DataFrame) -> float:
-    """The share of the train tiles' in-scene pixels (valid windows) that the masks leave ignore."""
+    """The share of the train scenes' pixels that the masks leave ignore, each scene pixel once (read
+    from its owning tile, as the scores are)."""
     ignored = pixels = 0
-    for tile in tile_rows(tiles_of_split(tile_index, TRAIN_SPLIT)):
-        inside = masks[tile["tile_id"]][: int(tile["height"]), : int(tile["width"])]
+    for tile, owned in owned_train_tiles(tile_index):
+        inside = masks[tile["tile_id"]][: int(tile["height"]), : int(tile["width"])][owned]
         ignored, pixels = ignored + int((inside == IGNORE_INDEX).sum()), pixels + inside.size
     return ignored / pixels if pixels else float("nan")
 
