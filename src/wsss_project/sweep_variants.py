@@ -171,6 +171,10 @@ def comparison_parameters(parameters: dict[str, Any]) -> dict[str, dict]:
         skipped = None
         if section is not None and uses_sam(section) and section["sam"]["checkpoint"] is None:
             section, skipped = None, SKIPPED_WITHOUT_CHECKPOINT
+        elif section is not None and not uses_sam(section):
+            # A weight-free labeller does not read the run's checkpoint: without it here, the schema's
+            # "checkpoint not used" warning stays about the run's own segmenter.
+            section["sam"]["checkpoint"] = None
         result[name] = {"variant": name, "sam_labeling": section, "skipped": skipped}
     return result
 

@@ -77,6 +77,8 @@ def test_sam_variants_are_skipped_without_a_checkpoint_and_kept_with_one():
         "segmenter", "ios", "segmenter", "segmenter", "ios", "segmenter"]
     assert made["regions"]["sam_labeling"]["regions"]["source"] == "superpixels"
     assert made["sam_auto_regions"]["sam_labeling"]["regions"]["source"] == "sam_auto"
+    # the checkpoint only where SAM reads it (else the schema would warn, every run, that it is unused)
+    assert {name for name, m in made.items() if m["sam_labeling"] and m["sam_labeling"]["sam"]["checkpoint"]} == set(SAM_VARIANTS)
 
 
 def test_a_skipped_variant_labels_nothing_and_says_which_parameter_enables_it(caplog):
