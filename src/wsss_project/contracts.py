@@ -108,3 +108,7 @@ SUMMARY_METRICS = (OA, *CLASS_SCORES)  # one stage's row of APSAM Table I
 MLFLOW_METRICS = (*SUMMARY_METRICS, MIOU)  # logged per stage (and source) to MLflow
 RATIO_KEY = "weak_to_full_ratio"  # prediction IoU / supervised_reference IoU
 RATIO_METRIC = IOU
+
+# --- the pseudo-label comparison (pipelines/pseudo_label_comparison): what a labeller costs and leaves out
+SECONDS_PER_TILE = "seconds_per_tile"  # labelling seconds per train tile (the segmenter's setup apart)
+IGNORED_FRACTION = "ignored_fraction"  # share of the train tiles' in-scene pixels a labeller left ignore

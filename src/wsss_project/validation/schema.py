@@ -472,6 +472,15 @@ class AblationVariant(Section):
     sam_labeling: SamLabeling
 
 
+class ComparisonVariant(Section):
+    """One pseudo_label_comparison namespace: the labeller's name, the run's sam_labeling with its
+    overrides (null for CAM > T and for a skipped variant), and why it is skipped (sweep_variants.py)."""
+
+    variant: str
+    sam_labeling: SamLabeling | None
+    skipped: str | None
+
+
 # --------------------------------------------------------------------------- the whole parameter set
 
 # Top-level key -> its type. A new section is one line here.
@@ -487,6 +496,7 @@ SECTIONS: dict[str, Any] = {
     "reporting": Reporting,
     "threshold_sweep": dict[str, ThresholdVariant],
     "prompt_ablation": dict[str, AblationVariant],
+    "pseudo_label_comparison": dict[str, ComparisonVariant],
 }
 
 
