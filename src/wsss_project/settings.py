@@ -1,7 +1,7 @@
 """Project settings. https://docs.kedro.org/en/stable/kedro_project_setup/settings.html"""
 
 from wsss_project.contracts import BOX, CAM_THRESHOLD, POINT, POINT_BOX
-from wsss_project.segmenters.factory import GRABCUT, REGIONS, SAM
+from wsss_project.segmenters.factory import GRABCUT, REGIONS, SAM, WORKERS_AUTO
 from wsss_project.segmenters.mask_rules import CONFIDENCE_AUTO, MERGE_IOS, MERGE_SEGMENTER
 from wsss_project.segmenters.regions import SAM_AUTO, SUPERPIXELS
 from wsss_project.sweep_variants import SweepConfigLoader
@@ -27,16 +27,19 @@ SWEEP_VARIANTS = {
 # these overrides; None = CAM > T alone (no segmenter). Every labeller is pinned to its masks as given
 # (no min_confidence) unless it is the IOS variant. SAM variants need sam_labeling.sam.checkpoint and are
 # skipped (a `skipped` row) without it; they encode their own tiles (no embedding cache), so that their
-# seconds per tile include SAM's image encoder instead of another variant's cached embeddings.
+# seconds per tile include SAM's image encoder instead of another variant's cached embeddings, and
+# label one tile at a time (workers: auto), whatever the run's weight-free labeller uses.
 _MASKS_AS_GIVEN = {"merge": MERGE_SEGMENTER, "min_confidence": None, "confidence": CONFIDENCE_AUTO}
 COMPARISON_VARIANTS = {
     CAM_THRESHOLD: None,
     "grabcut": {"segmenter": GRABCUT, **_MASKS_AS_GIVEN},
     "grabcut_ios": {"segmenter": GRABCUT, **_MASKS_AS_GIVEN, "merge": MERGE_IOS},
     "regions": {"segmenter": REGIONS, **_MASKS_AS_GIVEN, "regions": {"source": SUPERPIXELS}},
-    "sam": {"segmenter": SAM, **_MASKS_AS_GIVEN, "embedding_cache_dir": None},
-    "sam_ios": {"segmenter": SAM, **_MASKS_AS_GIVEN, "merge": MERGE_IOS, "embedding_cache_dir": None},
-    "sam_auto_regions": {"segmenter": REGIONS, **_MASKS_AS_GIVEN, "regions": {"source": SAM_AUTO}},
+    "sam": {"segmenter": SAM, **_MASKS_AS_GIVEN, "embedding_cache_dir": None, "workers": WORKERS_AUTO},
+    "sam_ios": {"segmenter": SAM, **_MASKS_AS_GIVEN, "merge": MERGE_IOS, "embedding_cache_dir": None,
+                "workers": WORKERS_AUTO},
+    "sam_auto_regions": {"segmenter": REGIONS, **_MASKS_AS_GIVEN, "regions": {"source": SAM_AUTO},
+                         "workers": WORKERS_AUTO},
 }
 
 from wsss_project.hooks import MlflowRunTagsHook, MlflowTrackingUriHook  # noqa: E402
