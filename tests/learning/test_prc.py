@@ -9,7 +9,7 @@ from wsss_project.contracts import HEATMAP_MAX
 from wsss_project.learning import prc
 from wsss_project.learning.cam_training import build_cam_classifier
 from wsss_project.learning.localizers import LOCALIZERS
-from wsss_project.learning.mil_training import build_pixel_mil, train_pixel_mil
+from wsss_project.learning.mil_training import build_pixel_mil
 from wsss_project.learning.prc import (
     CLASSIFICATION_TERM,
     CONSTRAINT_TERM,

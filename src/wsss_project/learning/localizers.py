@@ -30,7 +30,6 @@ from wsss_project.learning.cam_training import (
     predict_tile_probabilities,
     train_cam_classifier,
 )
-from wsss_project.learning.prc import relation_spec
 from wsss_project.learning.mil_training import (
     build_pixel_mil,
     mil_probabilities,
@@ -39,6 +38,7 @@ from wsss_project.learning.mil_training import (
     train_pixel_mil,
     valid_masks,
 )
+from wsss_project.learning.prc import relation_spec
 
 
 class Localizer(Protocol):

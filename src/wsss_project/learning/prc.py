@@ -36,7 +36,7 @@ Why these terms:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,11 +171,11 @@ class TermWindow:
 def prc_ir_losses(
     *,
     features: torch.Tensor,
-    raw_cam: torch.Tensor,
+    raw_cam: torch.Tensor | None,
     raw_loss: torch.Tensor,
-    refine,
-    classification_loss,
-    unit,
+    refine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+    classification_loss: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None,
+    unit: Callable[[torch.Tensor], torch.Tensor],
     target: torch.Tensor,
     decoder: ReconstructionDecoder | None,
     prc: PrcSettings,
@@ -185,10 +185,11 @@ def prc_ir_losses(
 
     Args:
         features: what the localizer's CAM reads (and the decoder reconstructs from).
-        raw_cam: the per-position class map before refinement.
+        raw_cam: the per-position class map before refinement (needed only with PRC on).
         raw_loss: the classification loss of the raw map's tile logits (the method's own loss).
-        refine: features, cam -> A . cam (the model's PRC module), used when PRC is on.
-        classification_loss: refined map -> (loss, tile logits), pooled as the method pools.
+        refine: features, cam -> A . cam (the model's PRC module); needed only with PRC on.
+        classification_loss: refined map -> (loss, tile logits), pooled as the method pools;
+            needed only with PRC on.
         unit: map -> heatmap scale (sigmoid for MIL, peak_normalised for the CAM classifier).
         target: the normalised input tile (B, 3, H, W).
 
