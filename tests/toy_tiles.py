@@ -21,6 +21,11 @@ SAM_LABELING = {"segmenter": "grabcut", "prompt_mode": "point_box", "unprompted_
                 "embedding_cache_dir": None, "workers": "auto", "sam": {"checkpoint": None, "model_type": "vit_b",
                                                      "stability_score_offset": 1.0, "multimask_output": "auto"},
                 "grabcut": GRABCUT, "regions": REGIONS}
+# localization.ir_loss and localization.prc_module as in conf/base: PRC's objectives off.
+IR_LOSS_OFF = {"weight": 0.0, "decoder_width": 32, "distance": "l1"}
+PRC_MODULE_OFF = {"enabled": False, "projection_dim": 16, "temperature": 0.1, "key_grid": 16,
+                  "refined_loss_weight": 1.0, "constraint_weight": 1.0}
+PRC_OFF = {"ir_loss": IR_LOSS_OFF, "prc_module": PRC_MODULE_OFF}
 PROMPT_GENERATION = {"threshold": 120, "splits": ["train"],
                      "filters": {"min_contour_area": 0, "min_box_side": 0, "retrieval": "external",
                                  "snap_points_inside": False}}

@@ -37,6 +37,7 @@ from wsss_project.geometry.prompts import RETRIEVAL_MODES
 from wsss_project.geometry.thresholds import THRESHOLD_RULES
 from wsss_project.imagery.synthetic import DEFAULT_SYNTHETIC_PARAMS
 from wsss_project.learning.localizers import LOCALIZERS
+from wsss_project.learning.prc import IR_DISTANCES
 from wsss_project.learning.segmentation_training import OPTIMIZERS
 from wsss_project.models.cam_classifier import _DILATED_STAGES, BACKBONES
 from wsss_project.models.pixel_mil import POOLINGS
@@ -242,6 +243,25 @@ class Mil(Section):
     log_every: PositiveInt
 
 
+class IrLoss(Section):
+    weight: Annotated[NonNegativeFloat, Field(description="0 = off: no decoder is built")]
+    decoder_width: PositiveInt
+    distance: choice(IR_DISTANCES)
+
+
+class PrcModule(Section):
+    enabled: bool
+    projection_dim: PositiveInt
+    temperature: PositiveFloat
+    key_grid: PositiveInt
+    # > 0: the affinity learns only from the classification loss on the refined CAM, so at 0 the
+    # module would refine every CAM with an untrained affinity.
+    refined_loss_weight: Annotated[
+        float, Field(gt=0, description="the PRC module's affinity is trained only by this loss")
+    ]
+    constraint_weight: NonNegativeFloat
+
+
 class Localization(Section):
     method: choice(LOCALIZERS)
     image_mean: RgbFloats
@@ -249,6 +269,9 @@ class Localization(Section):
     augment: bool
     tta_flips: bool
     inference_batch_size: PositiveInt
+    # PRC (seed 004), both methods
+    ir_loss: IrLoss
+    prc_module: PrcModule
     mil: Mil
     # cam_classifier only
     backbone: choice(BACKBONES)
