@@ -3,7 +3,12 @@ import pandas as pd
 import pytest
 from toy_tiles import SEGMENTATION, toy_tiles
 
-from wsss_project.contracts import COMPONENTS_KEPT, COMPONENTS_REMOVED, PIXELS_REMOVED, REFINEMENT_PREFIX
+from wsss_project.contracts import (
+    COMPONENTS_KEPT,
+    COMPONENTS_REMOVED,
+    PIXELS_REMOVED,
+    REFINEMENT_PREFIX,
+)
 from wsss_project.errors import UserInputError
 from wsss_project.learning.segmentation_training import build_resunet
 from wsss_project.pipelines.segmentation_training import nodes

@@ -29,8 +29,18 @@ from wsss_project.learning.segmentation_training import (
 )
 from wsss_project.pipelines.evaluation.nodes import decode_prediction
 from wsss_project.pipelines.training_records import history_outputs
-from wsss_project.segmenters.prediction_refinement import REFINE_NONE, RefinementCounts, refine_by_ios
-from wsss_project.tile_data import Partitions, load_partition, stack_tiles, tile_rows, tiles_of_split
+from wsss_project.segmenters.prediction_refinement import (
+    REFINE_NONE,
+    RefinementCounts,
+    refine_by_ios,
+)
+from wsss_project.tile_data import (
+    Partitions,
+    load_partition,
+    stack_tiles,
+    tile_rows,
+    tiles_of_split,
+)
 from wsss_project.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,13 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import HISTORY_PREFIX, MASKS_DATASET, predict_scenes, refine_predictions, train_segmentation_model
+from .nodes import (
+    HISTORY_PREFIX,
+    MASKS_DATASET,
+    predict_scenes,
+    refine_predictions,
+    train_segmentation_model,
+)
 
 UNREFINED = "unrefined_predictions"  # the ResUNet's scene predictions before segmentation_training.refine
 
