@@ -163,9 +163,8 @@ def refine_predictions(
         heatmaps = scene_heatmaps(
             cams, test_tiles[test_tiles["scene_id"] == scene.scene_id], classes, scene.height, scene.width
         )
-        class_index, scene_counts = refine_by_ios(
-            decode_prediction(load_partition(predictions, scene.scene_id, "predictions"), len(classes)), heatmaps, threshold, min_overlap
-        )
+        predicted = decode_prediction(load_partition(predictions, scene.scene_id, "predictions"), len(classes))
+        class_index, scene_counts = refine_by_ios(predicted, heatmaps, threshold, min_overlap)
         refined[scene.scene_id] = encode_prediction(class_index, len(classes))
         counts = counts + scene_counts
     logger.info(
