@@ -25,6 +25,7 @@ from wsss_project.learning.prc import ir_settings, prc_settings
 from wsss_project.pipelines.data_preparation.nodes import load_scenes, tile_scenes
 from wsss_project.pipelines.prompt_generation.nodes import resolve_prompt_generation
 from wsss_project.pipelines.sam_labeling.nodes import TileLabeler
+from wsss_project.pipelines.segmentation_training.nodes import refine_predictions
 from wsss_project.segmenters.base import prompts_for_mode
 from wsss_project.segmenters.factory import build_segmenter
 from wsss_project.segmenters.grabcut import GrabCutSegmenter
@@ -166,6 +167,7 @@ def test_valid_thresholds_pass(threshold):
         ({"segmentation_training": {"augment": "false"}}, "segmentation_training.augment"),  # a string is truthy
         ({"segmentation_training": {"epochs": 2.5}}, "segmentation_training.epochs"),
         ({"segmentation_training": {"optimizer": "sgd"}}, "segmentation_training.optimizer"),
+        ({"segmentation_training": {"refine": "sam"}}, "segmentation_training.refine"),
         ({"sam_labeling": {"segmenter": "sam2"}}, "sam_labeling.segmenter"),
         ({"sam_labeling": {"sam": {"model_type": "vit_x"}}}, "sam_labeling.sam.model_type"),
         ({"sam_labeling": {"sam": {"multimask_output": "maybe"}}}, "sam_labeling.sam.multimask_output"),
@@ -292,6 +294,19 @@ def _mask_rule_ios(ios: dict) -> None:
     _mask_rule({**_params()["sam_labeling"], "ios": ios})
 
 
+def _refine_predictions(segmentation_training: dict) -> None:
+    params = _params()
+    refine_predictions({}, {}, pd.DataFrame(), pd.DataFrame(), {"threshold": 100}, segmentation_training,
+                       params["sam_labeling"], ["landslide"])
+
+
+def _refine_predictions_ios(ios: dict) -> None:
+    params = _params()
+    refine_predictions({}, {}, pd.DataFrame(), pd.DataFrame(), {"threshold": 100},
+                       {**params["segmentation_training"], "refine": "ios"}, {**params["sam_labeling"], "ios": ios},
+                       ["landslide"])
+
+
 def _parse_multimask(sam: dict) -> None:
     parse_multimask_output(sam["multimask_output"])
 
@@ -361,6 +376,8 @@ def _choose_threshold(auto_threshold: dict) -> None:
     ("sam_labeling", "merge", "union", _mask_rule),
     ("sam_labeling", "min_confidence", 1.5, _mask_rule),
     ("sam_labeling.ios", "min_overlap", 1.5, _mask_rule_ios),
+    ("sam_labeling.ios", "min_overlap", 1.5, _refine_predictions_ios),
+    ("segmentation_training", "refine", "sam", _refine_predictions),
     ("sam_labeling.sam", "multimask_output", "maybe", _parse_multimask),
     ("sam_labeling.sam", "model_type", "vit_x", _load_sam),
     ("sam_labeling.grabcut", "iterations", 0, GrabCutSegmenter),

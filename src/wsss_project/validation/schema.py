@@ -58,6 +58,7 @@ from wsss_project.segmenters.mask_rules import (
     MERGE_MODES,
     MERGE_SEGMENTER,
 )
+from wsss_project.segmenters.prediction_refinement import REFINE_MODES
 from wsss_project.segmenters.regions import (
     REGION_SOURCES,
     SAM_AUTO,
@@ -474,6 +475,7 @@ class SegmentationTraining(Section):
     image_std: RgbStds
     tta_flips: bool
     inference_batch_size: PositiveInt
+    refine: choice(REFINE_MODES)
 
 
 class Reporting(Section):

@@ -7,6 +7,7 @@ from toy_tiles import SEGMENTATION, toy_tiles
 
 from wsss_project.pipeline_registry import register_pipelines
 from wsss_project.pipelines.segmentation_training import create_pipeline as segmentation_pipeline
+from wsss_project.pipelines.segmentation_training.pipeline import training_pipeline
 from wsss_project.pipelines.supervised_reference import create_pipeline as supervised_pipeline
 from wsss_project.pipelines.supervised_reference.pipeline import HISTORY_PREFIX, NAMESPACE
 
@@ -46,10 +47,14 @@ def test_supervised_reference_is_the_segmentation_model_trained_on_the_true_mask
     inputs = _toy_run_inputs()
     reference = _run(supervised_pipeline(), inputs)
     # The same nodes, parameters and seed fed the true masks as "pseudo-masks" give the same model.
-    weak = _run(segmentation_pipeline(), {**inputs, "pseudo_masks": inputs["tile_masks"]})
+    # segmentation_training's refinement (segmentation_training.refine, default none) reads these.
+    refinement_inputs = {"cams": {}, "prompt_generation_resolved": {"threshold": 100},
+                         "params:sam_labeling": {"ios": {"min_overlap": 0.5}}}
+    weak = _run(segmentation_pipeline(), {**inputs, **refinement_inputs, "pseudo_masks": inputs["tile_masks"]})
     ours, theirs = reference.load("supervised_model"), weak.load("segmentation_model")
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     predictions = reference.load("supervised_predictions")
+    assert all(np.array_equal(predictions[k], v) for k, v in weak.load("predictions").items())
     assert set(predictions) == {"test0"} and predictions["test0"].shape == (64, 100)
     assert set(np.unique(predictions["test0"])) <= {0, 255}
     curves = reference.load("supervised_training_curves")
@@ -64,8 +69,10 @@ def test_supervised_reference_reads_tile_masks_and_never_pseudo_masks():
 
 def test_supervised_reference_runs_segmentation_trainings_nodes_namespaced():
     """One definition of the training and prediction: the reference only renames what they read and write."""
-    weak, reference = segmentation_pipeline(), supervised_pipeline()
+    weak, reference = training_pipeline(), supervised_pipeline()
     assert [n.name for n in reference.nodes] == [f"{NAMESPACE}.{n.name}" for n in weak.nodes]
+    # segmentation_training adds only the refinement of its predictions, which the reference never gets.
+    assert {n.name for n in segmentation_pipeline().nodes} == {n.name for n in weak.nodes} | {"refine_predictions"}
     def functions(pipe):  # the training node is a functools.partial naming its masks dataset
         return [getattr(n.func, "func", n.func) for n in pipe.nodes]
 

@@ -4,7 +4,15 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import HISTORY_PREFIX, MASKS_DATASET, predict_scenes, train_segmentation_model
+from .nodes import (
+    HISTORY_PREFIX,
+    MASKS_DATASET,
+    predict_scenes,
+    refine_predictions,
+    train_segmentation_model,
+)
+
+UNREFINED = "unrefined_predictions"  # the ResUNet's scene predictions before segmentation_training.refine
 
 
 def training_pipeline(masks: str = MASKS_DATASET, history_prefix: str = HISTORY_PREFIX) -> Pipeline:
@@ -39,4 +47,16 @@ def training_pipeline(masks: str = MASKS_DATASET, history_prefix: str = HISTORY_
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return training_pipeline()
+    """The training pipeline on the pseudo-masks, its predictions then refined (PRC's step 7, off by
+    default: `segmentation_training.refine: none` passes them through unchanged)."""
+    return pipeline(training_pipeline(), outputs={"predictions": UNREFINED}) + pipeline(
+        [
+            node(
+                refine_predictions,
+                [UNREFINED, "cams", "tile_index", "scenes", "prompt_generation_resolved",
+                 "params:segmentation_training", "params:sam_labeling", "params:classes"],
+                ["predictions", "prediction_refinement_mlflow"],
+                name="refine_predictions",
+            ),
+        ]
+    )
