@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
@@ -150,3 +151,35 @@ def pytest_approx(value):
     import pytest
 
     return pytest.approx(value, abs=1e-9)
+
+
+PRC_ON = {"ir_loss": {"weight": 0.5, "decoder_width": 8},
+          "prc_module": {"enabled": True, "projection_dim": 8, "key_grid": 8}}
+TINY_CAM_CLASSIFIER = {"method": "cam_classifier", "epochs": 1, "base_width": 8, "batch_size": 8}
+
+
+@pytest.mark.parametrize("method", ["mil", "cam_classifier"])
+def test_a_run_with_ir_loss_and_prc_module_on_writes_cams_in_the_contract(project_copy, method):
+    localization = {**TINY_PARAMS["localization"], **PRC_ON, **(TINY_CAM_CLASSIFIER if method == "cam_classifier" else {})}
+    bootstrap_project(project_copy)
+    with KedroSession.create(project_path=project_copy,
+                             runtime_params={**TINY_PARAMS, "localization": localization}) as session:
+        session.run()
+
+    data = project_copy / "data"
+    index = pd.read_parquet(_latest(data / "02_intermediate" / "tile_index.parquet"))
+    for tile in index.itertuples():
+        cam = read_png(data / "03_primary" / "cams" / "landslide" / f"{tile.tile_id}.png")
+        assert cam.dtype == np.uint8 and cam.shape == (128, 128)
+        assert not cam[tile.height :].any() and not cam[:, tile.width :].any()  # 0 outside the scene
+    assert set(json.loads(_latest(data / "08_reporting" / "metrics.json").read_text())) >= set(STAGES)
+    history = pd.read_csv(data / "08_reporting" / "cam_training_history.csv")
+    assert {"ir_loss", "prc_refined_loss", "prc_constraint_loss", "classification_loss"} <= set(history.columns)
+
+    # MLflow says which of PRC's parts were on, and has their loss curves.
+    mlflow.set_tracking_uri(f"sqlite:///{project_copy / 'mlflow.db'}")
+    run = mlflow.search_runs(experiment_names=["wsss_project"]).iloc[0]
+    assert (run["params.localization.ir_loss.weight"], run["params.localization.prc_module.enabled"]) == ("0.5", "True")
+    assert run["params.localization.method"] == method
+    for curve in ("ir_loss", "prc_refined_loss", "prc_constraint_loss"):
+        assert np.isfinite(run[f"metrics.localization.{curve}"])

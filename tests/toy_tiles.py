@@ -18,9 +18,14 @@ REGIONS = {"source": "superpixels", "area_gate": 0.3,
                         "crop_n_layers": 0, "min_mask_region_area": 0}}
 SAM_LABELING = {"segmenter": "grabcut", "prompt_mode": "point_box", "unprompted_positive": "ignore",
                 "merge": "segmenter", "ios": {"min_overlap": 0.5}, "min_confidence": None, "confidence": "auto",
-                "embedding_cache_dir": None, "sam": {"checkpoint": None, "model_type": "vit_b",
+                "embedding_cache_dir": None, "workers": "auto", "sam": {"checkpoint": None, "model_type": "vit_b",
                                                      "stability_score_offset": 1.0, "multimask_output": "auto"},
                 "grabcut": GRABCUT, "regions": REGIONS}
+# localization.ir_loss and localization.prc_module as in conf/base: PRC's objectives off.
+IR_LOSS_OFF = {"weight": 0.0, "decoder_width": 32, "distance": "l1"}
+PRC_MODULE_OFF = {"enabled": False, "projection_dim": 16, "temperature": 0.1, "key_grid": 16,
+                  "refined_loss_weight": 1.0, "constraint_weight": 1.0}
+PRC_OFF = {"ir_loss": IR_LOSS_OFF, "prc_module": PRC_MODULE_OFF}
 PROMPT_GENERATION = {"threshold": 120, "splits": ["train"],
                      "filters": {"min_contour_area": 0, "min_box_side": 0, "retrieval": "external",
                                  "snap_points_inside": False}}
@@ -29,7 +34,7 @@ SEGMENTATION = {
     "base_width": 4, "depth": 2, "epochs": 1, "batch_size": 2, "optimizer": "adamw", "lr": 1e-3,
     "weight_decay": 1e-4, "dice_weight": 0.5, "augment": True, "crop_size": 32,
     "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "tta_flips": False,
-    "inference_batch_size": 2,
+    "inference_batch_size": 2, "refine": "none",
 }
 
 

@@ -21,6 +21,8 @@ module imports them from this one place instead of restating them:
   supervised_reference), each measured on the scenes of its scope (:data:`STAGE_SCOPES`:
   ``train_scenes`` or ``test_scenes``), plus :data:`RATIO_KEY`; :data:`MLFLOW_METRICS` are the
   keys logged to MLflow as ``<stage>.<metric>``.
+- The refinement of the predictions (``segmentation_training.refine``) logs its counts
+  :data:`REFINEMENT_COUNTS` to MLflow as ``prediction_refinement.<count>``.
 
 Everything here is an immutable constant or a pure function of its arguments.
 """
@@ -108,3 +110,15 @@ SUMMARY_METRICS = (OA, *CLASS_SCORES)  # one stage's row of APSAM Table I
 MLFLOW_METRICS = (*SUMMARY_METRICS, MIOU)  # logged per stage (and source) to MLflow
 RATIO_KEY = "weak_to_full_ratio"  # prediction IoU / supervised_reference IoU
 RATIO_METRIC = IOU
+
+# --- the pseudo-label comparison (pipelines/pseudo_label_comparison): what a labeller costs and leaves out
+SECONDS_PER_TILE = "seconds_per_tile"  # labelling seconds per train tile (the segmenter's setup apart)
+IGNORED_FRACTION = "ignored_fraction"  # share of the train tiles' in-scene pixels a labeller left ignore
+
+# --- the refinement of the final predictions (segmentation_training.refine) --------------------
+
+# Logged to MLflow as `<REFINEMENT_PREFIX>.<count>`: connected components of the predicted class
+# masks kept and set to background, and the pixels so removed, over every test scene.
+REFINEMENT_PREFIX = "prediction_refinement"
+COMPONENTS_KEPT, COMPONENTS_REMOVED, PIXELS_REMOVED = "components_kept", "components_removed", "pixels_removed"
+REFINEMENT_COUNTS = (COMPONENTS_KEPT, COMPONENTS_REMOVED, PIXELS_REMOVED)

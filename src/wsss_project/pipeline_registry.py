@@ -9,6 +9,7 @@ from wsss_project.pipelines import (
     evaluation,
     localization,
     prompt_generation,
+    pseudo_label_comparison,
     sam_labeling,
     segmentation_training,
     supervised_reference,
@@ -32,4 +33,6 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["prompt_ablation"] = threshold_sweep.create_prompt_ablation_pipeline()
     # The sweep reports Fig. 5 and Table II together: both reuse the same segmenter and embeddings.
     pipelines["threshold_sweep"] = threshold_sweep.create_pipeline()
+    # Not in __default__: it labels the train tiles once per declared labeller (settings.COMPARISON_VARIANTS).
+    pipelines["pseudo_label_comparison"] = pseudo_label_comparison.create_pipeline()
     return pipelines

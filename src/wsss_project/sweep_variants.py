@@ -12,12 +12,19 @@ Each namespace reads Kedro's namespaced parameters: `params:threshold_sweep.t050
 `sam_labeling` with prompt mode `box`). `SweepConfigLoader` adds them after every environment and
 `--params` override is merged, so an override in conf/local reaches every namespace; a resolver in
 a conf/base file could not see it (Kedro resolves each environment before merging them).
+
+The pseudo-label comparison is declared the same way, in `settings.COMPARISON_VARIANTS`: variant name
+-> overrides of the run's `sam_labeling` (None = CAM > T, no segmenter). Its namespaces read
+`params:pseudo_label_comparison.<variant>.{variant, sam_labeling, skipped}`. A variant that needs SAM
+(`factory.uses_sam`) while `sam_labeling.sam.checkpoint` is null stays in the pipeline (Kedro's
+pipelines are static: they exist before the parameters do) with `sam_labeling: null` and `skipped`
+naming the parameter that enables it; its node then writes a `skipped` row instead of failing.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kedro.config import OmegaConfigLoader
@@ -25,10 +32,17 @@ from kedro.config import OmegaConfigLoader
 from wsss_project.contracts import PROMPT_MODES
 from wsss_project.errors import UserInputError
 from wsss_project.geometry.thresholds import N_LEVELS
+from wsss_project.segmenters.factory import uses_sam
 
 SETTING = "SWEEP_VARIANTS"
 THRESHOLD_SWEEP = "threshold_sweep"
 PROMPT_ABLATION = "prompt_ablation"
+COMPARISON_SETTING = "COMPARISON_VARIANTS"
+PSEUDO_LABEL_COMPARISON = "pseudo_label_comparison"
+NAMESPACE_SEPARATOR = "."
+SKIPPED_WITHOUT_CHECKPOINT = (
+    "needs SAM: set parameter `sam_labeling.sam.checkpoint` (a local checkpoint file) to run this variant"
+)
 # The parameter section each sweep's namespaces vary, and the key they replace in it.
 VARIED = {THRESHOLD_SWEEP: ("prompt_generation", "threshold"), PROMPT_ABLATION: ("sam_labeling", "prompt_mode")}
 
@@ -110,6 +124,61 @@ def sweep_parameters(parameters: dict[str, Any]) -> dict[str, dict]:
     return result
 
 
+def _comparison_setting_name() -> str:
+    return f"{COMPARISON_SETTING} in src/wsss_project/settings.py"
+
+
+def comparison_variants() -> dict[str, dict | None]:
+    """The pseudo-labellers of the comparison, as declared: name -> `sam_labeling` overrides, or None
+    for CAM > T (no segmenter). Names become namespaces, so they are plain words without dots."""
+    from wsss_project import settings  # at call time: settings imports this module
+
+    variants = getattr(settings, COMPARISON_SETTING, None)
+    if not isinstance(variants, Mapping) or not variants:
+        raise UserInputError(f"{_comparison_setting_name()} must be a non-empty mapping: variant name -> "
+                             "overrides of `sam_labeling`, or None for CAM > T")
+    bad_names = [name for name in variants if not isinstance(name, str) or not name.isidentifier()]
+    bad_values = [name for name, value in variants.items() if value is not None and not isinstance(value, Mapping)]
+    if bad_names or bad_values:
+        raise UserInputError(f"{_comparison_setting_name()}: variant names must be identifiers (got {bad_names}) "
+                             f"and each value a mapping of `sam_labeling` overrides or None (not so for {bad_values})")
+    return {name: None if value is None else copy.deepcopy(dict(value)) for name, value in variants.items()}
+
+
+def comparison_namespaces() -> list[str]:
+    """One namespace per declared labeller: `pseudo_label_comparison.cam_threshold`, ..."""
+    return [f"{PSEUDO_LABEL_COMPARISON}{NAMESPACE_SEPARATOR}{name}" for name in comparison_variants()]
+
+
+def merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of `base` with `overrides` merged in key by key, nested mappings too (as --params merges)."""
+    result = copy.deepcopy(dict(base))
+    for key, value in overrides.items():
+        nested = isinstance(value, Mapping) and isinstance(result.get(key), Mapping)
+        result[key] = merged(result[key], value) if nested else copy.deepcopy(value)
+    return result
+
+
+def comparison_parameters(parameters: dict[str, Any]) -> dict[str, dict]:
+    """`pseudo_label_comparison.<variant>` for every declared labeller: its name, its `sam_labeling`
+    (the run's with the variant's overrides; null for CAM > T and for a skipped variant) and `skipped`
+    (null, or why the variant does not run: a SAM variant without `sam_labeling.sam.checkpoint`)."""
+    if "sam_labeling" not in parameters:
+        raise KeyError(f"missing parameter `sam_labeling`: the {PSEUDO_LABEL_COMPARISON} namespaces are made from it")
+    result = {}
+    for name, overrides in comparison_variants().items():
+        section = None if overrides is None else merged(parameters["sam_labeling"], overrides)
+        skipped = None
+        if section is not None and uses_sam(section) and section["sam"]["checkpoint"] is None:
+            section, skipped = None, SKIPPED_WITHOUT_CHECKPOINT
+        elif section is not None and not uses_sam(section):
+            # A weight-free labeller does not read the run's checkpoint: without it here, the schema's
+            # "checkpoint not used" warning stays about the run's own segmenter.
+            section["sam"]["checkpoint"] = None
+        result[name] = {"variant": name, "sam_labeling": section, "skipped": skipped}
+    return result
+
+
 class SweepConfigLoader(OmegaConfigLoader):
     """OmegaConfigLoader whose parameters also hold each variant namespace's parameters.
 
@@ -122,10 +191,14 @@ class SweepConfigLoader(OmegaConfigLoader):
         if key != "parameters":
             return config
         variants = sweep_parameters(config)
+        variants[PSEUDO_LABEL_COMPARISON] = comparison_parameters(config)
+        made_from = {**{sweep: (VARIED[sweep][0], _setting_name(sweep)) for sweep in VARIED},
+                     PSEUDO_LABEL_COMPARISON: ("sam_labeling", _comparison_setting_name())}
         for sweep, made in variants.items():
             if sweep in config and config[sweep] != made:
+                section, setting = made_from[sweep]
                 raise UserInputError(
                     f"parameter `{sweep}` cannot be set: its namespaces are made from "
-                    f"`{VARIED[sweep][0]}` and {_setting_name(sweep)}; change those instead"
+                    f"`{section}` and {setting}; change those instead"
                 )
         return {**config, **variants}

@@ -2,9 +2,9 @@
 
     pytest tests/benchmarks/test_localization_real.py -m benchmark -s
 
-For each configuration (WSSS_BENCH_LOCALIZERS: a JSON list of `localization` overrides; default
-the shipped MIL, MIL at 16 channels, and the APSAM CAM classifier) and each seed
-(WSSS_BENCH_SEEDS, default 0,1,2), through the project's own nodes:
+For each configuration (WSSS_BENCH_LOCALIZERS: a JSON list of `localization` overrides, or the
+name of a preset in PRESETS; default the shipped MIL, MIL at 16 channels, and the APSAM CAM
+classifier) and each seed (WSSS_BENCH_SEEDS, default 0,1,2), through the project's own nodes:
 - direct test-scene IoU of heatmap > T and average precision of the heatmap (pixels sampled
   with a fixed seed), pooled and per source, where T is the one `threshold: auto` picks on the
   train tiles (no masks);
@@ -12,6 +12,12 @@ the shipped MIL, MIL at 16 channels, and the APSAM CAM classifier) and each seed
 - tile-level test accuracy of the localizer;
 then the mean and spread over seeds, and the colour-rule floors of the same test scenes.
 Outputs stay in $WSSS_BENCH_DIR (default /tmp/wsss_bench/localization_real).
+
+PRC (seed 004) with and without its parts, both localizers (IR loss weight 0.5, PRC module at
+the conf/base settings), eight configurations:
+
+    WSSS_BENCH_LOCALIZERS=prc pytest tests/benchmarks/test_localization_real.py -m benchmark -s
+    WSSS_BENCH_LOCALIZERS=prc_mil WSSS_BENCH_SEEDS=0 pytest ...   # the MIL half, one seed
 """
 
 from __future__ import annotations
@@ -41,6 +47,19 @@ from wsss_project.pipelines.prompt_generation.nodes import resolve_prompt_genera
 from wsss_project.tile_data import load_partition, tiles_of_split
 
 DEFAULT_CONFIGS = [{"method": "mil"}, {"method": "mil", "mil": {"width": 16}}, {"method": "cam_classifier"}]
+# PRC's parts off / one at a time / both, for one localizer (learning/prc.py).
+PRC_IR_WEIGHT = 0.5
+PRC_VARIANTS = [
+    {},
+    {"ir_loss": {"weight": PRC_IR_WEIGHT}},
+    {"prc_module": {"enabled": True}},
+    {"ir_loss": {"weight": PRC_IR_WEIGHT}, "prc_module": {"enabled": True}},
+]
+PRESETS = {
+    "prc_mil": [{"method": "mil", **variant} for variant in PRC_VARIANTS],
+    "prc_cam_classifier": [{"method": "cam_classifier", **variant} for variant in PRC_VARIANTS],
+}
+PRESETS["prc"] = PRESETS["prc_mil"] + PRESETS["prc_cam_classifier"]
 AP_SAMPLE = 0.05  # share of test pixels sampled for average precision (fixed seed)
 SCOPES = ("pooled", "bijie", "sichuan")
 
@@ -50,6 +69,11 @@ def _merge(base: dict, extra: dict) -> dict:
     for key, value in extra.items():
         out[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
     return out
+
+
+def _configs(setting: str) -> list[dict]:
+    """WSSS_BENCH_LOCALIZERS: a preset's name or a JSON list of `localization` overrides."""
+    return PRESETS[setting] if setting in PRESETS else json.loads(setting)
 
 
 def _direct_test_scores(cams, masks, index, scenes, name, threshold) -> dict[str, float]:
@@ -92,7 +116,7 @@ def test_localizers_on_real_landslides(real_data):
         localization, prompt_generation = catalog.load("params:localization"), catalog.load("params:prompt_generation")
     tiles = {k: load_partition(tiles, k, "tiles") for k in tiles}  # read once, reused by every run
     masks = {k: load_partition(masks, k, "tile_masks") for k in masks}
-    configs = json.loads(os.environ.get("WSSS_BENCH_LOCALIZERS", json.dumps(DEFAULT_CONFIGS)))
+    configs = _configs(os.environ.get("WSSS_BENCH_LOCALIZERS", json.dumps(DEFAULT_CONFIGS)))
     seeds = [int(s) for s in os.environ.get("WSSS_BENCH_SEEDS", "0,1,2").split(",")]
     name = classes[0]
 

@@ -152,7 +152,7 @@ def _peak_labelling_memory(n_tiles: int, workdir: Path, checkpoint: Path) -> int
     params = {
         "segmenter": "sam", "prompt_mode": "point_box", "unprompted_positive": "ignore",
         "merge": "segmenter", "ios": {"min_overlap": 0.5}, "min_confidence": None, "confidence": "auto",
-        "embedding_cache_dir": str(workdir / "cache"),
+        "embedding_cache_dir": str(workdir / "cache"), "workers": "auto",
         "sam": {"checkpoint": str(checkpoint), "model_type": "tiny", "stability_score_offset": 1.0,
                 "multimask_output": True},
         "grabcut": {"prior_threshold": None},

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from tiny_sam import build_tiny_sam
+from toy_tiles import PRC_OFF
 
 from wsss_project.contracts import IGNORE_INDEX
 from wsss_project.errors import UserInputError
@@ -198,7 +199,7 @@ def test_the_valid_part_bounds_regions_and_the_padding_is_255():
 
 
 def test_localizer_features_are_aligned_to_the_scene_part():
-    localization = {"image_mean": [0.5] * 3, "image_std": [0.25] * 3, "mil": {"input_scale": 0.5}}
+    localization = {**PRC_OFF, "image_mean": [0.5] * 3, "image_std": [0.25] * 3, "mil": {"input_scale": 0.5}}
     model = build_pixel_mil(1, {"width": 6, "n_layers": 2, "input_scale": 0.5})
     source = LocalizerFeatures(LOCALIZERS["mil"], model, localization, CPU)
     image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
@@ -219,7 +220,7 @@ def test_sam_features_use_the_embedding_cache(tmp_path):
 
 
 def test_cam_classifier_features_are_its_backbone_map_aligned_to_the_tile():
-    localization = {"image_mean": [0.5] * 3, "image_std": [0.25] * 3, "backbone": "small", "base_width": 4,
+    localization = {**PRC_OFF, "image_mean": [0.5] * 3, "image_std": [0.25] * 3, "backbone": "small", "base_width": 4,
                     "blocks": [1, 1, 1, 1], "output_stride": 16, "pretrained_backbone": None}
     localizer = LOCALIZERS["cam_classifier"]
     model = localizer.build(1, localization)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from batch_contract import epoch_batches, model_batches
+from toy_tiles import PRC_OFF
 
 from wsss_project.errors import UserInputError
 from wsss_project.learning.cam_training import (
@@ -46,6 +47,7 @@ DEFAULT_CAM_PARAMS = {
     "output_stride": 8,
     "pretrained_backbone": None,
     "tta_flips": False,
+    **PRC_OFF,
 }
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 from batch_contract import model_batches, step_batches
-from toy_tiles import toy_tiles
+from toy_tiles import PRC_OFF, toy_tiles
 
 from wsss_project.evaluation.metrics import binary_mask_metrics
 from wsss_project.learning import mil_training
@@ -23,7 +23,7 @@ MIL = {"width": 8, "n_layers": 3, "input_scale": 1.0, "pooling": "topk", "topk_f
        "steps": 80, "max_passes": 100, "batch_size": 4, "lr": 1e-2, "weight_decay": 0.0, "warmup_fraction": 0.1, "pos_weight": "balanced",
        "log_every": 20}
 PARAMS = {"seed": 0, "augment": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
-          "tta_flips": False, "mil": MIL}
+          "tta_flips": False, "mil": MIL, **PRC_OFF}
 
 
 def _data(n=8):

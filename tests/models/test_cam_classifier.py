@@ -11,6 +11,7 @@ import torchvision
 
 from wsss_project.errors import UserInputError
 from wsss_project.models.cam_classifier import BACKBONES, CAMClassifier, load_backbone_weights
+from wsss_project.models.pixel_relation import RelationSpec
 
 
 def _tiny(n_classes: int = 2, output_stride: int = 16) -> CAMClassifier:
@@ -221,3 +222,32 @@ def test_dilation_keeps_the_stride_32_features(backbone, output_stride):
 def test_rejects_bad_output_stride():
     with pytest.raises(ValueError, match="output_stride"):
         CAMClassifier(1, output_stride=4)
+
+
+# --------------------------------------------------------------------------- PRC module
+
+
+def test_without_a_prc_module_the_model_and_its_state_dict_are_as_before():
+    model = _tiny()
+    assert model.relation is None and not [k for k in model.state_dict() if k.startswith("relation.")]
+
+
+def test_with_a_prc_module_cams_and_logits_are_the_refined_ones():
+    torch.manual_seed(0)
+    model = CAMClassifier(2, base_width=8, blocks=(1, 1, 1, 1), output_stride=16,
+                          relation=RelationSpec(4, 0.1, 16)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        features = model.features(x)
+        raw = torch.einsum("ck,bkhw->bchw", model.head.weight, features)
+        refined = model.relation(features, raw)
+        assert torch.allclose(model.cams(x), refined, atol=1e-5)
+        assert not torch.allclose(refined, raw, atol=1e-3)  # the refinement did something
+        assert torch.allclose(model(x), refined.mean(dim=(2, 3)) + model.head.bias, atol=1e-5)
+
+
+def test_a_pretrained_backbone_loads_under_a_prc_module(resnet18_file):
+    path, reference = resnet18_file
+    model = CAMClassifier(1, backbone="resnet18", pretrained_backbone=path, relation=RelationSpec(8, 0.1, 16))
+    assert torch.equal(model.state_dict()["conv1.weight"], reference["conv1.weight"])
+    assert model.relation.project.in_channels == 512

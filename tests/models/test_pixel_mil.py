@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from wsss_project.models.pixel_mil import PixelMIL, mil_pool
+from wsss_project.models.pixel_relation import RelationSpec
 
 
 @pytest.mark.parametrize("n_layers", [2, 4])
@@ -45,3 +46,23 @@ def test_lse_pool_lies_between_mean_and_max_and_tends_to_the_max():
 def test_unknown_pooling_names_the_parameter():
     with pytest.raises(ValueError, match="localization.mil.pooling"):
         mil_pool(torch.zeros(1, 1, 2, 2), torch.ones(1, 2, 2, dtype=torch.bool), "max", 0.1, 5.0)
+
+
+def test_without_a_prc_module_the_logits_read_the_features_as_before():
+    torch.manual_seed(0)
+    model = PixelMIL(2, width=4, n_layers=2).eval()
+    x = torch.randn(1, 3, 12, 12)
+    assert model.relation is None and not [k for k in model.state_dict() if k.startswith("relation.")]
+    assert torch.equal(model(x), model.classifier(model.body(x)))
+
+
+def test_with_a_prc_module_the_pixel_logits_are_the_refined_ones():
+    torch.manual_seed(0)
+    model = PixelMIL(2, width=4, n_layers=2, relation=RelationSpec(3, 0.1, 4)).eval()
+    x = torch.randn(1, 3, 12, 12)
+    with torch.no_grad():
+        features = model.features(x)
+        refined = model.relation(features, model.classifier(features))
+        assert model(x).shape == (1, 2, 12, 12)
+        assert torch.allclose(model(x), refined, atol=1e-6)
+    assert any(k.startswith("relation.project") for k in model.state_dict())

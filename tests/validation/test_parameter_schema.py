@@ -21,9 +21,11 @@ from wsss_project.imagery.tiling import tile_stride
 from wsss_project.learning.cam_training import bce_pos_weight
 from wsss_project.learning.localizers import localizer_for
 from wsss_project.learning.mil_training import check_mil_params
+from wsss_project.learning.prc import ir_settings, prc_settings
 from wsss_project.pipelines.data_preparation.nodes import load_scenes, tile_scenes
 from wsss_project.pipelines.prompt_generation.nodes import resolve_prompt_generation
 from wsss_project.pipelines.sam_labeling.nodes import TileLabeler
+from wsss_project.pipelines.segmentation_training.nodes import refine_predictions
 from wsss_project.segmenters.base import prompts_for_mode
 from wsss_project.segmenters.factory import build_segmenter
 from wsss_project.segmenters.grabcut import GrabCutSegmenter
@@ -117,6 +119,10 @@ def test_a_missing_parameter_is_named(path):
          "unknown parameter `sam_labeling.ios.min_overlapp`; did you mean `sam_labeling.ios.min_overlap`?"),
         ({"sam_labeling": {"min_confidance": 0.5}},
          "unknown parameter `sam_labeling.min_confidance`; did you mean `sam_labeling.min_confidence`?"),
+        ({"localization": {"prc_module": {"enable": True}}},
+         "unknown parameter `localization.prc_module.enable`; did you mean `localization.prc_module.enabled`?"),
+        ({"localization": {"ir_los": {"weight": 0.5}}},
+         "unknown parameter `localization.ir_los.weight`; did you mean `localization.ir_loss.weight`?"),
     ],
 )
 def test_a_misspelt_key_gets_the_closest_valid_name(runtime, expected):
@@ -148,9 +154,20 @@ def test_valid_thresholds_pass(threshold):
         ({"localization": {"mil": {"pos_weight": -1}}}, "localization.mil.pos_weight"),
         ({"localization": {"output_stride": 4}}, "localization.output_stride"),
         ({"localization": {"blocks": [1, 1, 1]}}, "localization.blocks"),
+        ({"localization": {"ir_loss": {"weight": -0.1}}}, "localization.ir_loss.weight"),
+        ({"localization": {"ir_loss": {"distance": "l2"}}}, "localization.ir_loss.distance"),
+        ({"localization": {"ir_loss": {"decoder_width": 0}}}, "localization.ir_loss.decoder_width"),
+        ({"localization": {"prc_module": {"enabled": "true"}}}, "localization.prc_module.enabled"),
+        ({"localization": {"prc_module": {"temperature": 0.0}}}, "localization.prc_module.temperature"),
+        ({"localization": {"prc_module": {"key_grid": 0}}}, "localization.prc_module.key_grid"),
+        ({"localization": {"prc_module": {"projection_dim": 2.5}}}, "localization.prc_module.projection_dim"),
+        # 0 would leave the affinity untrained while it still refines every CAM
+        ({"localization": {"prc_module": {"refined_loss_weight": 0.0}}}, "localization.prc_module.refined_loss_weight"),
+        ({"localization": {"prc_module": {"constraint_weight": -1.0}}}, "localization.prc_module.constraint_weight"),
         ({"segmentation_training": {"augment": "false"}}, "segmentation_training.augment"),  # a string is truthy
         ({"segmentation_training": {"epochs": 2.5}}, "segmentation_training.epochs"),
         ({"segmentation_training": {"optimizer": "sgd"}}, "segmentation_training.optimizer"),
+        ({"segmentation_training": {"refine": "sam"}}, "segmentation_training.refine"),
         ({"sam_labeling": {"segmenter": "sam2"}}, "sam_labeling.segmenter"),
         ({"sam_labeling": {"sam": {"model_type": "vit_x"}}}, "sam_labeling.sam.model_type"),
         ({"sam_labeling": {"sam": {"multimask_output": "maybe"}}}, "sam_labeling.sam.multimask_output"),
@@ -277,6 +294,19 @@ def _mask_rule_ios(ios: dict) -> None:
     _mask_rule({**_params()["sam_labeling"], "ios": ios})
 
 
+def _refine_predictions(segmentation_training: dict) -> None:
+    params = _params()
+    refine_predictions({}, {}, pd.DataFrame(), pd.DataFrame(), {"threshold": 100}, segmentation_training,
+                       params["sam_labeling"], ["landslide"])
+
+
+def _refine_predictions_ios(ios: dict) -> None:
+    params = _params()
+    refine_predictions({}, {}, pd.DataFrame(), pd.DataFrame(), {"threshold": 100},
+                       {**params["segmentation_training"], "refine": "ios"}, {**params["sam_labeling"], "ios": ios},
+                       ["landslide"])
+
+
 def _parse_multimask(sam: dict) -> None:
     parse_multimask_output(sam["multimask_output"])
 
@@ -318,6 +348,14 @@ def _mil_pos_weight(mil: dict) -> None:
     bce_pos_weight(np.eye(2), mil["pos_weight"], "localization.mil")
 
 
+def _ir_settings(ir_loss: dict) -> None:
+    ir_settings({"ir_loss": ir_loss})
+
+
+def _prc_settings(prc_module: dict) -> None:
+    prc_settings({"prc_module": prc_module})
+
+
 def _resolve_threshold(prompt_generation: dict) -> None:
     _, _, cams, index = toy_tiles(2)
     resolve_prompt_generation(cams, index, prompt_generation, ["landslide"])
@@ -338,6 +376,8 @@ def _choose_threshold(auto_threshold: dict) -> None:
     ("sam_labeling", "merge", "union", _mask_rule),
     ("sam_labeling", "min_confidence", 1.5, _mask_rule),
     ("sam_labeling.ios", "min_overlap", 1.5, _mask_rule_ios),
+    ("sam_labeling.ios", "min_overlap", 1.5, _refine_predictions_ios),
+    ("segmentation_training", "refine", "sam", _refine_predictions),
     ("sam_labeling.sam", "multimask_output", "maybe", _parse_multimask),
     ("sam_labeling.sam", "model_type", "vit_x", _load_sam),
     ("sam_labeling.grabcut", "iterations", 0, GrabCutSegmenter),
@@ -353,6 +393,8 @@ def _choose_threshold(auto_threshold: dict) -> None:
     ("localization", "pos_weight", "auto", _cam_pos_weight),
     ("localization.mil", "pos_weight", -1.0, _mil_pos_weight),
     ("localization", "method", "cam", localizer_for),
+    ("localization.ir_loss", "distance", "l2", _ir_settings),
+    ("localization.prc_module", "refined_loss_weight", 0.0, _prc_settings),
     ("prompt_generation", "threshold", 300, _resolve_threshold),
     ("prompt_generation", "threshold", "high", _resolve_threshold),
     ("prompt_generation.auto_threshold", "rule", "median", _choose_threshold),

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from toy_tiles import PRC_OFF
 
 from wsss_project.errors import UserInputError
 from wsss_project.foundation.sam import check_sam_checkpoint
@@ -22,7 +23,7 @@ FOLDER = {
     "source_pattern": "^([A-Za-z]+)[_-]", "rgb_bands": None, "stretch_percentiles": [2.0, 98.0], "radiometry": "stretch",
 }
 LOCALIZATION = {"method": "cam_classifier", "backbone": "small", "base_width": 8, "blocks": [1, 1, 1, 1],
-                "output_stride": 16}
+                "output_stride": 16, **PRC_OFF}
 
 
 def _scene_folder(tmp_path, names: list[str]) -> dict:

@@ -24,6 +24,11 @@ Keys read by `train_cam_classifier` (and `build_cam_classifier`):
 `backbone` (small | resnet18 | resnet34 | resnet50) picks the architecture; a
 `pretrained_backbone` file must hold exactly that architecture's backbone tensors.
 
+PRC's objectives `ir_loss` and `prc_module` (learning/prc.py; both off by default) apply here
+too: the features are the backbone's last stage (at `output_stride`), the class map the classic
+CAM, its tile logits the spatial mean + bias (= the GAP classifier's logits), and the PRC
+constraint compares ReLU / peak of raw and refined CAM, the heatmap's own scale.
+
 Keys read by `compute_cams` and `predict_tile_probabilities`:
     image_mean, image_std, tta_flips (bool: average over horizontal/vertical flips)
 
@@ -40,6 +45,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,7 +61,19 @@ from wsss_project.learning.data import (
     TileDataset,
     tile_loader,
 )
+from wsss_project.learning.prc import (
+    IrSettings,
+    PrcSettings,
+    TermWindow,
+    build_decoder,
+    ir_settings,
+    peak_normalised,
+    prc_ir_losses,
+    prc_settings,
+    relation_spec,
+)
 from wsss_project.models.cam_classifier import CAMClassifier
+from wsss_project.models.reconstruction import ReconstructionDecoder
 from wsss_project.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -209,6 +227,7 @@ def build_cam_classifier(
         output_stride=int(params["output_stride"]),
         pretrained_backbone=params["pretrained_backbone"] if load_pretrained else None,
         backbone=str(params["backbone"]),
+        relation=relation_spec(params),
     )
 
 
@@ -255,13 +274,17 @@ def train_cam_classifier(
     seed_everything(seed)
     generator = torch.Generator().manual_seed(seed)
     model = build_cam_classifier(labels.shape[1], params).to(device)
-    criterion, optimizer, scheduler = _cam_optimisation(model, labels, params, device)
+    prc, ir = prc_settings(params), ir_settings(params)
+    decoder = build_decoder(model.n_features, float(model.output_stride), ir)
+    if decoder is not None:
+        decoder = decoder.to(device)
+    criterion, optimizer, scheduler = _cam_optimisation(model, decoder, labels, params, device)
     policy = AugmentationPolicy(images.shape[1:3], dihedral=bool(params["augment"]))
     sampler = EpochBatchSampler(len(images), int(params["batch_size"]), generator, policy)
     loader = tile_loader(TileDataset(images, labels=labels), sampler, seed)
     logger.info(
         "Training CAM classifier on %d tiles %dx%d, %d classes (positives per class: %s), "
-        "%d epochs, device %s",
+        "%d epochs, device %s; PRC module %s, IR loss weight %g",
         len(images),
         images.shape[1],
         images.shape[2],
@@ -269,16 +292,20 @@ def train_cam_classifier(
         labels.sum(axis=0).astype(int).tolist(),
         int(params["epochs"]),
         device,
+        "on" if prc.enabled else "off",
+        ir.weight,
     )
 
     with deterministic_mode(device):
-        history = _fit_cam(model, loader, criterion, optimizer, scheduler, params, device)
+        objectives = _CamObjectives(decoder, prc, ir)
+        history = _fit_cam(model, objectives, loader, criterion, optimizer, scheduler, params, device)
     model.eval()
     return model, history
 
 
 def _fit_cam(
     model: CAMClassifier,
+    objectives: _CamObjectives,
     loader: DataLoader,
     criterion: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -293,13 +320,13 @@ def _fit_cam(
     for epoch in range(1, n_epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
-        loss, accuracy = _train_cam_epoch(
-            model, loader, criterion, optimizer, params, device, f"CAM epoch {epoch}/{n_epochs}"
+        loss, accuracy, terms = _train_cam_epoch(
+            model, objectives, loader, criterion, optimizer, params, device, f"CAM epoch {epoch}/{n_epochs}"
         )
         scheduler.step()
         seconds = time.perf_counter() - start
         history.append(
-            {"epoch": epoch, "loss": loss, "accuracy": accuracy, "lr": lr, "seconds": seconds}
+            {"epoch": epoch, "loss": loss, "accuracy": accuracy, "lr": lr, "seconds": seconds, **terms}
         )
         logger.info(
             "CAM epoch %d/%d: loss %.4f, accuracy %.3f, lr %.3g, %.1f tiles/s",
@@ -314,15 +341,21 @@ def _fit_cam(
 
 
 def _cam_optimisation(
-    model: CAMClassifier, labels: np.ndarray, params: Mapping[str, Any], device: torch.device
+    model: CAMClassifier,
+    decoder: ReconstructionDecoder | None,
+    labels: np.ndarray,
+    params: Mapping[str, Any],
+    device: torch.device,
 ) -> tuple[nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """BCE criterion (with `pos_weight`), SGD and its StepLR schedule (APSAM's setup)."""
+    """BCE criterion (with `pos_weight`), SGD and its StepLR schedule (APSAM's setup); the IR
+    decoder, when there is one, is optimised with the classifier."""
     pos_weight = bce_pos_weight(labels, params["pos_weight"])
     criterion = nn.BCEWithLogitsLoss(
         pos_weight=pos_weight.to(device) if pos_weight is not None else None
     )
+    trainable = list(model.parameters()) + ([] if decoder is None else list(decoder.parameters()))
     optimizer = torch.optim.SGD(
-        model.parameters(),
+        trainable,
         lr=float(params["lr"]),
         momentum=float(params["momentum"]),
         weight_decay=float(params["weight_decay"]),
@@ -333,28 +366,68 @@ def _cam_optimisation(
     return criterion, optimizer, scheduler
 
 
+@dataclass(frozen=True)
+class _CamObjectives:
+    """PRC's extra objectives of a run: the IR decoder (None when off) and both settings."""
+
+    decoder: ReconstructionDecoder | None
+    prc: PrcSettings
+    ir: IrSettings
+
+
 def _train_cam_epoch(
     model: CAMClassifier,
+    objectives: _CamObjectives,
     loader: DataLoader,
     criterion: nn.Module,
     optimizer: torch.optim.Optimizer,
     params: Mapping[str, Any],
     device: torch.device,
     desc: str,
-) -> tuple[float, float]:
-    """One pass over the loader; returns the mean loss per tile and the accuracy per label."""
+) -> tuple[float, float, dict[str, float]]:
+    """One pass over the loader; returns the mean loss per tile, the accuracy per label (of the
+    refined logits with PRC) and the per-tile means of the PRC / IR terms that are on."""
     model.train()
+    if objectives.decoder is not None:
+        objectives.decoder.train()
     loss_sum, correct, n_tiles, n_labels = 0.0, 0, 0, 0
+    terms_window = TermWindow()
     for batch in progress(loader, desc):
         x = training_images(batch["image"], params, device)
         y = batch["label"].to(device)
-        logits = model(x)
-        loss = criterion(logits, y)
+        loss, logits, terms = _cam_batch_loss(model, objectives, x, y, criterion)
         optimiser_step(optimizer, loss)
         loss_sum += loss.item() * len(y)
         correct += int(((logits > 0) == (y > 0.5)).sum().item())
         n_tiles, n_labels = n_tiles + len(y), n_labels + y.numel()
-    return loss_sum / n_tiles, correct / n_labels
+        terms_window.add(terms, len(y))
+    return loss_sum / n_tiles, correct / n_labels, terms_window.means()
+
+
+def _cam_batch_loss(
+    model: CAMClassifier, objectives: _CamObjectives, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of a batch, its tile logits (refined with PRC) and its PRC / IR terms.
+
+    With both off: BCE on the GAP classifier's logits, the same operations as `model(x)`.
+    """
+    features = model.features(x)
+    raw_logits = model.head(features.mean(dim=(2, 3)))
+    raw_loss = criterion(raw_logits, y)
+    if not objectives.prc.enabled and objectives.decoder is None:
+        return raw_loss, raw_logits, {}
+
+    def classify(cam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # The GAP classifier's logits are the spatial mean of its CAM plus the bias.
+        logits = cam.mean(dim=(2, 3)) + model.head.bias
+        return criterion(logits, y), logits
+
+    raw_cam = model.raw_cams(features) if objectives.prc.enabled else None
+    loss, refined_logits, terms = prc_ir_losses(
+        features=features, raw_cam=raw_cam, raw_loss=raw_loss, refine=model.relation, classification_loss=classify,
+        unit=peak_normalised, target=x, decoder=objectives.decoder, prc=objectives.prc, ir=objectives.ir,
+    )
+    return loss, (raw_logits if refined_logits is None else refined_logits), terms
 
 
 def cams_to_uint8(

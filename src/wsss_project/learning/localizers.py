@@ -7,6 +7,9 @@ one uint8 heatmap 0..255 per tile and class, 0 outside the scene. Nodes look the
 - `mil`: the pixel-MIL scorer (models/pixel_mil.py); heatmap = sigmoid x 255, so 128 = p 0.5.
 - `cam_classifier`: APSAM's ResNet + GAP classifier; heatmap = ReLU CAM / its peak over the
   scene part of the tile. The choice for pretrained backbones.
+
+Both take PRC's `ir_loss` and `prc_module` (learning/prc.py): with the PRC module on, the
+saved model holds it and the heatmaps are made from the refined map.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from wsss_project.learning.mil_training import (
     train_pixel_mil,
     valid_masks,
 )
+from wsss_project.learning.prc import relation_spec
 
 
 class Localizer(Protocol):
@@ -78,7 +82,7 @@ class MilLocalizer:
         return train_pixel_mil(images, labels, valid_sizes, params, device)
 
     def build(self, n_classes, params):
-        return build_pixel_mil(n_classes, params["mil"])
+        return build_pixel_mil(n_classes, params["mil"], relation_spec(params))
 
     def heatmaps(self, model, images, valid_sizes, params, device):
         probs = mil_probabilities(model, images, params, device)

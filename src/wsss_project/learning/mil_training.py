@@ -18,7 +18,10 @@ Keys of `localization.mil` read here:
                              zero (stable across seeds)
     pos_weight               null | balanced | number: BCE positive weight
     log_every                steps between history records (loss, accuracy, lr, rate)
-Shared `localization` keys: seed, augment, image_mean, image_std, tta_flips.
+Shared `localization` keys: seed, augment, image_mean, image_std, tta_flips, and the PRC
+objectives `ir_loss` and `prc_module` (learning/prc.py; both off by default). For MIL the
+features are the scorer's hidden layer (at `input_scale`), the class map its pixel logits, and
+the PRC constraint compares sigmoid(raw) with sigmoid(refined), the heatmap's own scale.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,7 +55,18 @@ from wsss_project.learning.data import (
     TileDataset,
     tile_loader,
 )
+from wsss_project.learning.prc import (
+    IrSettings,
+    PrcSettings,
+    TermWindow,
+    build_decoder,
+    ir_settings,
+    prc_ir_losses,
+    prc_settings,
+)
 from wsss_project.models.pixel_mil import PixelMIL, mil_pool
+from wsss_project.models.pixel_relation import RelationSpec
+from wsss_project.models.reconstruction import ReconstructionDecoder
 from wsss_project.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -66,10 +81,11 @@ SHARED_TRAIN_KEYS = ("seed", "augment", "image_mean", "image_std")
 SHARED_INFER_KEYS = ("image_mean", "image_std", "tta_flips")
 
 
-def build_pixel_mil(n_classes: int, mil: Mapping[str, Any]) -> PixelMIL:
-    """PixelMIL from `localization.mil` (also used to rebuild a saved state_dict)."""
+def build_pixel_mil(n_classes: int, mil: Mapping[str, Any], relation: RelationSpec | None = None) -> PixelMIL:
+    """PixelMIL from `localization.mil` (also used to rebuild a saved state_dict), with the PRC
+    module `relation` (`relation_spec(localization)`) when it is enabled."""
     require_params(mil, MIL_ARCH_KEYS, NAMESPACE)
-    return PixelMIL(n_classes, width=int(mil["width"]), n_layers=int(mil["n_layers"]))
+    return PixelMIL(n_classes, width=int(mil["width"]), n_layers=int(mil["n_layers"]), relation=relation)
 
 
 def check_mil_params(mil: Mapping[str, Any]) -> None:
@@ -151,9 +167,16 @@ def train_pixel_mil(
     seed = int(params["seed"])
     seed_everything(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = build_pixel_mil(labels.shape[1], mil).to(device, memory_format=torch.channels_last)
+    prc, ir = prc_settings(params), ir_settings(params)
+    model = build_pixel_mil(labels.shape[1], mil, prc.spec()).to(device, memory_format=torch.channels_last)
+    # The hidden features are at 1 / input_scale px of the tile; the decoder brings them back.
+    decoder = build_decoder(int(mil["width"]), 1.0 / float(mil["input_scale"]), ir)
+    trainable = list(model.parameters())
+    if decoder is not None:
+        decoder = decoder.to(device)
+        trainable += list(decoder.parameters())
     pos_weight = bce_pos_weight(labels, mil["pos_weight"], NAMESPACE)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(mil["lr"]), weight_decay=float(mil["weight_decay"]))
+    optimizer = torch.optim.AdamW(trainable, lr=float(mil["lr"]), weight_decay=float(mil["weight_decay"]))
     batch = int(mil["batch_size"])
     steps = effective_steps(mil, images.shape[0])
     warmup = int(float(mil["warmup_fraction"]) * steps)
@@ -164,40 +187,55 @@ def train_pixel_mil(
     loader = tile_loader(dataset, StepBatchSampler(n, batch, steps, generator, policy), seed)
     logger.info(
         "Training pixel MIL (receptive field %d px at scale %.2f, %s pooling) on %d tiles, "
-        "positives per class %s, %d steps of %d, device %s",
+        "positives per class %s, %d steps of %d, device %s; PRC module %s, IR loss weight %g",
         model.receptive_field, float(mil["input_scale"]), mil["pooling"], n, labels.sum(axis=0).astype(int).tolist(),
-        steps, batch, device,
+        steps, batch, device, "on" if prc.enabled else "off", ir.weight,
     )
     criterion = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight.to(device) if pos_weight is not None else None)
     with deterministic_mode(device):
         model.train()
-        history = _run_mil_steps(model, loader, criterion, optimizer, scheduler, params, device)
+        if decoder is not None:
+            decoder.train()
+        objectives = _Objectives(decoder, prc, ir)
+        history = _run_mil_steps(model, objectives, loader, criterion, optimizer, scheduler, params, device)
     model.eval()
     return model, history
 
 
+@dataclass(frozen=True)
+class _Objectives:
+    """PRC's extra objectives of a run: the IR decoder (None when off) and both settings."""
+
+    decoder: ReconstructionDecoder | None
+    prc: PrcSettings
+    ir: IrSettings
+
+
 class _Window:
-    """Loss, accuracy and rate over the steps since the last history record."""
+    """Loss, accuracy, rate and the PRC / IR loss terms (when on) since the last history record."""
 
     def __init__(self) -> None:
         self.loss_sum = self.correct = self.seen = 0.0
+        self.terms = TermWindow()
         self.started = time.perf_counter()
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, terms: Mapping[str, torch.Tensor]) -> None:
         self.loss_sum += loss.item() * len(y)
         self.correct += float(((logits > 0) == (y > 0.5)).float().sum().item())
         self.seen += len(y)
+        self.terms.add(terms, len(y))
 
     def record(self, step: int, n_classes: int, lr: float) -> dict[str, float]:
         seconds = time.perf_counter() - self.started
         return {
             "step": step, "loss": self.loss_sum / self.seen, "accuracy": self.correct / (self.seen * n_classes),
-            "lr": lr, "tiles_per_s": self.seen / max(seconds, 1e-9),
+            "lr": lr, "tiles_per_s": self.seen / max(seconds, 1e-9), **self.terms.means(),
         }
 
 
 def _run_mil_steps(
     model: PixelMIL,
+    objectives: _Objectives,
     loader: DataLoader,
     criterion: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -212,11 +250,10 @@ def _run_mil_steps(
     window = _Window()
     for step, batch in enumerate(loader, start=1):
         y = batch["label"].to(device)
-        logits = _mil_logits(model, batch, params, device)
-        loss = criterion(logits, y)
+        loss, logits, terms = _mil_batch_loss(model, objectives, batch, y, criterion, params, device)
         optimiser_step(optimizer, loss)
         scheduler.step()
-        window.add(loss, logits, y)
+        window.add(loss, logits, y, terms)
         if step % log_every == 0 or step == steps:
             record = window.record(step, y.shape[1], optimizer.param_groups[0]["lr"])
             history.append(record)
@@ -228,18 +265,40 @@ def _run_mil_steps(
     return history
 
 
-def _mil_logits(
-    model: PixelMIL, batch: Mapping[str, torch.Tensor], params: Mapping[str, Any], device: torch.device
-) -> torch.Tensor:
-    """Tile logits (B, C) of a loader batch: pixel logits pooled over each tile's scene part."""
+def _mil_batch_loss(
+    model: PixelMIL,
+    objectives: _Objectives,
+    batch: Mapping[str, torch.Tensor],
+    y: torch.Tensor,
+    criterion: torch.nn.Module,
+    params: Mapping[str, Any],
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of a loader batch, its tile logits (B, C) (refined with PRC) and its loss terms.
+
+    Tile logits are pixel logits pooled over each tile's scene part; with PRC and IR off this is
+    BCE on them alone, computed by the same operations as before those existed.
+    """
     mil = params["mil"]
     scale = float(mil["input_scale"])
     x = training_images(batch["image"], params, device)
-    valid = batch["valid"].to(device)
-    return mil_pool(
-        model(_rescale(x, scale)), _rescale_valid(valid, scale),
-        mil["pooling"], float(mil["topk_fraction"]), float(mil["lse_r"]),
+    valid = _rescale_valid(batch["valid"].to(device), scale)
+
+    def pool(pixel_logits: torch.Tensor) -> torch.Tensor:
+        return mil_pool(pixel_logits, valid, mil["pooling"], float(mil["topk_fraction"]), float(mil["lse_r"]))
+
+    def classify(pixel_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = pool(pixel_logits)
+        return criterion(logits, y), logits
+
+    features = model.features(_rescale(x, scale))
+    raw = model.classifier(features)
+    raw_loss, raw_logits = classify(raw)
+    loss, refined_logits, terms = prc_ir_losses(
+        features=features, raw_cam=raw, raw_loss=raw_loss, refine=model.relation, classification_loss=classify,
+        unit=torch.sigmoid, target=x, decoder=objectives.decoder, prc=objectives.prc, ir=objectives.ir,
     )
+    return loss, (raw_logits if refined_logits is None else refined_logits), terms
 
 
 def mil_probabilities(

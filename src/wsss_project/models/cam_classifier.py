@@ -26,6 +26,7 @@ import torchvision
 from torch import nn
 
 from wsss_project.errors import UserInputError
+from wsss_project.models.pixel_relation import PixelRelation, RelationSpec
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +162,8 @@ class CAMClassifier(nn.Module):
         pretrained_backbone: optional local path of a state_dict holding exactly this backbone
             (see :func:`load_backbone_weights`); never downloaded.
         backbone: one of :data:`BACKBONES` (``localization.backbone``).
+        relation: settings of a PRC module (models/pixel_relation.py) on the backbone features;
+            then `cams` and the logits are the refined ones. None: no module.
     """
 
     def __init__(
@@ -171,6 +174,7 @@ class CAMClassifier(nn.Module):
         output_stride: int = 16,
         pretrained_backbone: str | Path | None = None,
         backbone: str = "small",
+        relation: RelationSpec | None = None,
     ) -> None:
         super().__init__()
         if output_stride not in _DILATED_STAGES:
@@ -202,6 +206,9 @@ class CAMClassifier(nn.Module):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if pretrained_backbone is not None:
             load_backbone_weights(self, pretrained_backbone)
+        # Last, and only when asked: no pretrained file holds it, the default init and
+        # state_dict stay as before.
+        self.relation = PixelRelation(n_features, relation) if relation is not None else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone feature map F (B, K, H/stride, W/stride)."""
@@ -212,12 +219,26 @@ class CAMClassifier(nn.Module):
         return self.layer4(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, n_classes)."""
-        return self.head(self.features(x).mean(dim=(2, 3)))
+        """Logits (B, n_classes); with a PRC module, the spatial mean of the refined CAM + bias."""
+        features = self.features(x)
+        if self.relation is None:
+            return self.head(features.mean(dim=(2, 3)))
+        return self.refined_cams(features).mean(dim=(2, 3)) + self.head.bias
+
+    def raw_cams(self, features: torch.Tensor) -> torch.Tensor:
+        """Classic CAM (B, n_classes, h, w) of a feature map: head weights at each location, no bias."""
+        return torch.einsum("ck,bkhw->bchw", self.head.weight, features)
+
+    def refined_cams(self, features: torch.Tensor) -> torch.Tensor:
+        """A . raw CAM (needs a PRC module)."""
+        if self.relation is None:
+            raise RuntimeError("refined_cams needs a PRC module (localization.prc_module.enabled)")
+        return self.relation(features, self.raw_cams(features))
 
     def cams(self, x: torch.Tensor) -> torch.Tensor:
-        """Classic CAM (B, n_classes, h, w): head weights applied at each location, no bias."""
-        return torch.einsum("ck,bkhw->bchw", self.head.weight, self.features(x))
+        """The CAM the localizer outputs (B, n_classes, h, w): classic, or refined with a PRC module."""
+        features = self.features(x)
+        return self.raw_cams(features) if self.relation is None else self.refined_cams(features)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from wsss_project.errors import UserInputError
+from wsss_project.models.pixel_relation import PixelRelation, RelationSpec
 
 POOLINGS = ("topk", "lse")
 
@@ -32,9 +33,13 @@ class PixelMIL(nn.Module):
         n_classes: number of image-level (multi-label) classes.
         width: channels of every hidden layer.
         n_layers: number of 3x3 layers; the receptive field is ``1 + 2 * n_layers`` pixels.
+        relation: settings of a PRC module (models/pixel_relation.py) on the hidden features;
+            then the output pixel logits are the refined ones, A . raw logits. None: no module.
     """
 
-    def __init__(self, n_classes: int, width: int = 32, n_layers: int = 4) -> None:
+    def __init__(
+        self, n_classes: int, width: int = 32, n_layers: int = 4, relation: RelationSpec | None = None
+    ) -> None:
         super().__init__()
         if n_layers < 1 or width < 1 or n_classes < 1:
             raise ValueError(
@@ -57,10 +62,19 @@ class PixelMIL(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # Built after the Kaiming loop (its projection keeps PyTorch's default init), and only
+        # when asked: without it the model, its init and its state_dict are as before.
+        self.relation = PixelRelation(width, relation) if relation is not None else None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised images -> (B, width, H, W) hidden features (what the logits read)."""
+        return self.body(x)
 
     def pixel_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) normalised images -> (B, n_classes, H, W) pixel logits."""
-        return self.classifier(self.body(x))
+        """(B, 3, H, W) normalised images -> (B, n_classes, H, W) pixel logits (refined with a PRC module)."""
+        features = self.body(x)
+        raw = self.classifier(features)
+        return raw if self.relation is None else self.relation(features, raw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pixel logits, as `pixel_logits` (pooling is done by `mil_pool`, which needs the valid mask)."""

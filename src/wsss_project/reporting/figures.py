@@ -1,5 +1,5 @@
 """Report figures after APSAM: sample panels (Fig. 4), stage bars (Table I), threshold
-curve (Fig. 5) and prompt ablation bars (Table II).
+curve (Fig. 5) and prompt ablation bars (Table II); and the pseudo-labellers side by side.
 
 Every function builds a :class:`matplotlib.figure.Figure` on an Agg canvas directly,
 without pyplot: no global figure registry, no GUI backend, nothing to ``show`` and nothing
@@ -29,6 +29,7 @@ from wsss_project.contracts import (
     PRECISION,
     RATIO_KEY,
     RECALL,
+    SECONDS_PER_TILE,
     STAGES,
     SUMMARY_METRICS,
 )
@@ -45,6 +46,8 @@ POINT_MARKER = "*"
 POINT_SIZE = 80
 PANEL_SIZE = 2.5
 BAR_FIGSIZE = (9.0, 4.5)
+COMPARISON_FIGSIZE = (12.0, 4.5)
+COMPARISON_WIDTHS = (2, 1)  # quality panel : cost panel
 CURVE_FIGSIZE = (7.0, 4.5)
 BAR_GROUP_WIDTH = 0.8
 ANNOTATION_FONTSIZE = 7
@@ -303,4 +306,54 @@ def prompt_ablation_bars(
     ax = figure.subplots()
     _grouped_bars(ax, series, metric_keys, as_percent)
     ax.set_title("Prompt ablation")
+    return figure
+
+
+def pseudo_label_comparison_bars(
+    table: pd.DataFrame,
+    metric_keys: Sequence[str] = (IOU, F1),
+    as_percent: bool = True,
+) -> Figure:
+    """The pseudo-labellers side by side: IoU and F1 of each (left) and its seconds per tile (right,
+    log scale). A labeller that did not run (no seconds per tile: skipped) keeps its place, marked so.
+
+    ``table`` is the comparison table: columns variant, seconds_per_tile and the metrics.
+    """
+    missing = {"variant", SECONDS_PER_TILE, *metric_keys} - set(table.columns)
+    if missing:
+        raise ValueError(f"pseudo-label comparison table lacks columns {sorted(missing)}")
+    if table.empty:
+        raise ValueError("pseudo-label comparison table is empty")
+    names = [str(name) for name in table["variant"]]
+    skipped = table[SECONDS_PER_TILE].isna().to_numpy()
+    figure = _new_figure(COMPARISON_FIGSIZE)
+    quality, cost = figure.subplots(1, 2, width_ratios=COMPARISON_WIDTHS)
+    scale = PERCENT if as_percent else 1.0
+    centres = np.arange(len(names))
+    width = BAR_GROUP_WIDTH / len(metric_keys)
+    for index, key in enumerate(metric_keys):
+        heights = scale * table[key].astype(float).to_numpy()
+        bars = quality.bar(centres + (index - (len(metric_keys) - 1) / 2) * width, np.nan_to_num(heights), width,
+                           label=METRIC_LABELS.get(key, key))
+        labels = ["" if np.isnan(h) else f"{h:.1f}" for h in heights]
+        quality.bar_label(bars, labels=labels, fontsize=ANNOTATION_FONTSIZE, padding=1)
+    seconds = table[SECONDS_PER_TILE].astype(float).to_numpy()
+    bars = cost.bar(centres, np.nan_to_num(seconds), BAR_GROUP_WIDTH, color="grey")
+    cost.bar_label(bars, labels=["" if np.isnan(s) else f"{s:.3g}" for s in seconds],
+                   fontsize=ANNOTATION_FONTSIZE, padding=1)
+    if (seconds[~skipped] > 0).all() and (~skipped).any():  # times span orders of magnitude
+        cost.set_yscale("log")
+    for ax in (quality, cost):
+        ax.set_xticks(centres, names, rotation=30, ha="right")
+        for position in centres[skipped]:
+            # x in data, y at the axes' foot: visible on the log-scaled cost axis too
+            ax.annotate("skipped", (position, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                        textcoords="offset points", ha="center",
+                        rotation=90, fontsize=ANNOTATION_FONTSIZE, va="bottom")
+    quality.set_ylabel("%" if as_percent else "score")
+    quality.set_ylim(0, scale * 1.1)
+    quality.legend(fontsize="small", loc="upper right")
+    quality.set_title("Pseudo-labels on the train scenes (each scene pixel once)", fontsize="medium")
+    cost.set_ylabel("seconds per tile")
+    cost.set_title("Labelling cost", fontsize="medium")
     return figure

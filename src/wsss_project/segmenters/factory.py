@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 AUTO, SAM, GRABCUT, REGIONS = "auto", "sam", "grabcut", "regions"
 SEGMENTERS = (AUTO, SAM, GRABCUT, REGIONS)
+WORKERS_AUTO = AUTO  # sam_labeling.workers: auto = every core for weight-free labellers, 1 for SAM
 SECTION = "sam_labeling"
 
 
@@ -48,6 +50,22 @@ def uses_sam(params: Mapping[str, Any]) -> bool:
     ``regions.source: sam_auto``. Pure, like :func:`resolve_segmenter_name`."""
     resolved = resolve_segmenter_name(params)
     return resolved == SAM or (resolved == REGIONS and _section(params, "regions")["source"] == SAM_AUTO)
+
+
+def labelling_workers(params: Mapping[str, Any]) -> int:
+    """How many tiles are labelled at once (``sam_labeling.workers``, ``auto`` resolved).
+
+    ``auto``: every CPU core this process may use for the weight-free labellers (GrabCut and
+    superpixels spend their time in OpenCV / scikit-image code that releases the GIL, so threads
+    run them in parallel); 1 for SAM, whose forward pass already uses every core through torch.
+    Pure, like :func:`resolve_segmenter_name`.
+    """
+    workers = _section(params, "workers")
+    if workers != WORKERS_AUTO:
+        return int(workers)
+    if uses_sam(params):
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def build_segmenter(params: dict[str, Any], device: torch.device | str) -> PromptableSegmenter | RegionSource:

@@ -66,6 +66,15 @@ def intersection_over_mask(masks: np.ndarray, region: np.ndarray) -> np.ndarray:
     return np.where(area > 0, inside / np.maximum(area, 1), 0.0)
 
 
+def passes_ios(ios: np.ndarray, min_overlap: float) -> np.ndarray:
+    """The IOS rule: a mask is kept when ``IOS >= min_overlap``.
+
+    The one place of the inequality: :meth:`MaskRule.judge` (pseudo-labels) and the refinement of
+    the final predictions (``prediction_refinement.py``) both use it.
+    """
+    return np.asarray(ios) >= min_overlap
+
+
 @dataclass(frozen=True)
 class MaskRule:
     """The keep-or-ignore rule of one labelling run (see the module docstring).
@@ -135,7 +144,7 @@ class MaskRule:
         if self.min_confidence is not None:
             rejected_by[confidence < self.min_confidence] = REJECTED_BY_CONFIDENCE
         if self.merge == MERGE_IOS:
-            rejected_by[ios < self.min_overlap] = REJECTED_BY_IOS  # checked first: it wins the label
+            rejected_by[~passes_ios(ios, self.min_overlap)] = REJECTED_BY_IOS  # checked first: it wins the label
         return MaskVerdicts(masks.sum(axis=(1, 2)), ios, confidence, rejected_by)
 
 

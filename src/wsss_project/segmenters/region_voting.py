@@ -24,6 +24,7 @@ the tile is background. Rules, in the ``pseudo_masks`` contract (0 = background,
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import numpy as np
@@ -81,6 +82,7 @@ class RegionLabeler:
         self.source, self.threshold, self.unprompted = source, float(threshold), unprompted
         self.done = self.without_regions = 0
         self.started = time.perf_counter()
+        self.lock = threading.Lock()  # tiles may be labelled by several threads (sam_labeling.workers)
 
     def label(
         self, tile_id: str, image: np.ndarray, positive: list[tuple[int, np.ndarray]], total: int,
@@ -96,7 +98,8 @@ class RegionLabeler:
         if positive:
             regions = self.source.regions(np.ascontiguousarray(image[:height, :width]))
             if not len(regions):
-                self.without_regions += 1
+                with self.lock:
+                    self.without_regions += 1
                 logger.debug("Tile %s: no region passed (source %s)", tile_id, self.source.source)
             cams = [(k, heatmap[:height, :width]) for k, heatmap in positive]
             votes = vote_regions(regions, cams, self.threshold)
@@ -109,8 +112,10 @@ class RegionLabeler:
         return mark_outside_scene(mask, TileWindow(0, 0, height, width), IGNORE_INDEX)
 
     def _progress(self, total: int) -> None:
-        self.done += 1
-        if self.done % _LOG_EVERY_TILES == 0 or self.done == total:
-            rate = self.done / max(time.perf_counter() - self.started, 1e-9)
+        with self.lock:
+            self.done += 1
+            done = self.done
+        if done % _LOG_EVERY_TILES == 0 or done == total:
+            rate = done / max(time.perf_counter() - self.started, 1e-9)
             logger.info("Labelled %d/%d tiles by region voting (%.1f tiles/s, %d positive tiles without regions)",
-                        self.done, total, rate, self.without_regions)
+                        done, total, rate, self.without_regions)

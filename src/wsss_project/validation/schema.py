@@ -38,6 +38,7 @@ from wsss_project.geometry.thresholds import THRESHOLD_RULES
 from wsss_project.imagery.synthetic import DEFAULT_SYNTHETIC_PARAMS
 from wsss_project.learning.alps import PRETRAIN_ALPS, PRETRAIN_MODES
 from wsss_project.learning.localizers import LOCALIZERS
+from wsss_project.learning.prc import IR_DISTANCES
 from wsss_project.learning.segmentation_training import OPTIMIZERS
 from wsss_project.models.cam_classifier import _DILATED_STAGES, BACKBONES
 from wsss_project.models.pixel_mil import POOLINGS
@@ -48,7 +49,9 @@ from wsss_project.segmenters.factory import (
     REGIONS,
     SAM,
     SEGMENTERS,
+    WORKERS_AUTO,
     resolve_segmenter_name,
+    uses_sam,
 )
 from wsss_project.segmenters.mask_rules import (
     CONFIDENCE_AUTO,
@@ -56,6 +59,7 @@ from wsss_project.segmenters.mask_rules import (
     MERGE_MODES,
     MERGE_SEGMENTER,
 )
+from wsss_project.segmenters.prediction_refinement import REFINE_MODES
 from wsss_project.segmenters.regions import (
     REGION_SOURCES,
     SAM_AUTO,
@@ -241,6 +245,25 @@ class Mil(Section):
     log_every: PositiveInt
 
 
+class IrLoss(Section):
+    weight: Annotated[NonNegativeFloat, Field(description="0 = off: no decoder is built")]
+    decoder_width: PositiveInt
+    distance: choice(IR_DISTANCES)
+
+
+class PrcModule(Section):
+    enabled: bool
+    projection_dim: PositiveInt
+    temperature: PositiveFloat
+    key_grid: PositiveInt
+    # > 0: the affinity learns only from the classification loss on the refined CAM, so at 0 the
+    # module would refine every CAM with an untrained affinity.
+    refined_loss_weight: Annotated[
+        float, Field(gt=0, description="the PRC module's affinity is trained only by this loss")
+    ]
+    constraint_weight: NonNegativeFloat
+
+
 class Localization(Section):
     method: choice(LOCALIZERS)
     image_mean: RgbFloats
@@ -248,6 +271,9 @@ class Localization(Section):
     augment: bool
     tta_flips: bool
     inference_batch_size: PositiveInt
+    # PRC (seed 004), both methods
+    ir_loss: IrLoss
+    prc_module: PrcModule
     mil: Mil
     # cam_classifier only
     backbone: choice(BACKBONES)
@@ -376,6 +402,7 @@ class SamLabeling(Section):
     min_confidence: Annotated[float, Field(ge=0, le=1)] | None
     confidence: choice(CONFIDENCE_CHOICES)
     embedding_cache_dir: str | None
+    workers: Literal[WORKERS_AUTO] | PositiveInt
     sam: Sam
     grabcut: GrabCut
     regions: Regions
@@ -422,6 +449,12 @@ class SamLabeling(Section):
                 "sam_labeling.regions.source is superpixels: sam_labeling.sam.checkpoint %s is not used",
                 self.sam.checkpoint,
             )
+        if self.workers != WORKERS_AUTO and self.workers > 1 and uses_sam(self.model_dump()):
+            raise ValueError(
+                f"parameter `sam_labeling.workers` is {self.workers}, but SAM labels one tile at a time (its "
+                "forward pass already uses every core through torch, and its embedding cache has one writer): "
+                f"use workers: {WORKERS_AUTO} or 1"
+            )
         return self
 
 
@@ -452,6 +485,7 @@ class SegmentationTraining(Section):
     inference_batch_size: PositiveInt
     pretrain: choice(PRETRAIN_MODES)
     alps: Alps
+    refine: choice(REFINE_MODES)
 
 
 class Reporting(Section):
@@ -473,6 +507,15 @@ class AblationVariant(Section):
     sam_labeling: SamLabeling
 
 
+class ComparisonVariant(Section):
+    """One pseudo_label_comparison namespace: the labeller's name, the run's sam_labeling with its
+    overrides (null for CAM > T and for a skipped variant), and why it is skipped (sweep_variants.py)."""
+
+    variant: str
+    sam_labeling: SamLabeling | None
+    skipped: str | None
+
+
 # --------------------------------------------------------------------------- the whole parameter set
 
 # Top-level key -> its type. A new section is one line here.
@@ -488,6 +531,7 @@ SECTIONS: dict[str, Any] = {
     "reporting": Reporting,
     "threshold_sweep": dict[str, ThresholdVariant],
     "prompt_ablation": dict[str, AblationVariant],
+    "pseudo_label_comparison": dict[str, ComparisonVariant],
 }
 
 

@@ -1,5 +1,5 @@
 import numpy as np
-from toy_tiles import toy_tiles
+from toy_tiles import PRC_OFF, toy_tiles
 
 from wsss_project.pipelines.localization.nodes import generate_cams, train_cam_model
 
@@ -8,6 +8,7 @@ LOCALIZATION = {
     "epochs": 2, "batch_size": 4, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "lr_step_size": 5,
     "lr_gamma": 0.1, "augment": True, "pos_weight": "balanced", "image_mean": [0.485, 0.456, 0.406],
     "image_std": [0.229, 0.224, 0.225], "tta_flips": False, "inference_batch_size": 3,
+    **PRC_OFF,
 }
 
 

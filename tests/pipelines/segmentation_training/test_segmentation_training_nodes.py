@@ -2,15 +2,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
-from toy_tiles import SEGMENTATION, toy_tiles
+from toy_tiles import PRC_OFF, SEGMENTATION, toy_tiles
 
+from wsss_project.contracts import (
+    COMPONENTS_KEPT,
+    COMPONENTS_REMOVED,
+    PIXELS_REMOVED,
+    REFINEMENT_PREFIX,
+)
+from wsss_project.errors import UserInputError
 from wsss_project.learning.segmentation_training import build_resunet
 from wsss_project.pipelines.segmentation_training import nodes
 from wsss_project.pipelines.segmentation_training.nodes import (
     encode_prediction,
     ignore_outside_scene,
     predict_scenes,
+    refine_predictions,
     train_segmentation_model,
 )
 
@@ -90,7 +99,7 @@ def test_alps_nodes_cluster_the_train_tiles_and_pretrain_a_body():
     from wsss_project.learning.localizers import LOCALIZERS
 
     tiles, _, _, index = toy_tiles()
-    localization = {"method": "mil", "image_mean": [0.5] * 3, "image_std": [0.25] * 3,
+    localization = {**PRC_OFF, "method": "mil", "image_mean": [0.5] * 3, "image_std": [0.25] * 3,
                     "mil": {"width": 4, "n_layers": 2, "input_scale": 0.5}}
     cam_model = LOCALIZERS["mil"].build(1, localization).state_dict()
     conf = Path(__file__).resolve().parents[3] / "conf" / "base" / "parameters_sam_labeling.yml"
@@ -102,3 +111,90 @@ def test_alps_nodes_cluster_the_train_tiles_and_pretrain_a_body():
     assert sorted(maps) == sorted(index.tile_id) and table["regions"].sum() > 0
     body, curves = nodes.pretrain_segmentation_model(tiles, maps, index, training, 0, "cpu")
     assert body and "segmentation_pretraining.loss" in curves
+
+
+# --- refine_predictions (segmentation_training.refine) ------------------------------------------------
+
+REFINE_T = 100
+
+
+def _refinement_case() -> tuple:
+    """A 20x40 test scene cut into two 20x20 test tiles. One 20-px predicted component crosses the tile
+    border (rows 2..3, columns 15..24): the CAM is above T on 10 of its pixels in the right tile and 4 in
+    the left one (IOS 0.7). A second 20-px component (rows 12..13, columns 0..9) lies in the left tile
+    where the CAM is 0 (IOS 0). The test tiles' image-level labels say "no landslide": the refinement
+    must not read them."""
+    rows = [{"tile_id": f"s__0_{col}", "scene_id": "s", "source": "toy", "row": 0, "col": col, "height": 20,
+             "width": 20, "split": "test", "landslide": 0} for col in (0, 20)]
+    index = pd.DataFrame(rows)
+    scenes = pd.DataFrame({"scene_id": ["s"], "source": ["toy"], "height": [20], "width": [40], "split": ["test"]})
+    prediction = np.zeros((20, 40), np.uint8)
+    prediction[2:4, 15:25] = 255
+    prediction[12:14, 0:10] = 255
+    right = np.zeros((20, 20), np.uint8)
+    right[2:4, 0:5] = REFINE_T + 1  # scene columns 20..24: 10 of the component's 20 px ...
+    right[2:4, 5:6] = REFINE_T + 1  # ... and two more, out of the component: IOS stays 10/20
+    left = np.zeros((20, 20), np.uint8)
+    left[2:4, 18:20] = REFINE_T + 1  # scene columns 18..19: 4 px, so IOS = 14/20 = 0.7
+    cams = {"landslide/s__0_0": left, "landslide/s__0_20": right}
+    return {"s": prediction}, cams, index, scenes
+
+
+def _refine(predictions, cams, index, scenes, refine="ios", min_overlap=0.5):
+    return refine_predictions(
+        predictions, cams, index, scenes, {"threshold": REFINE_T}, {**SEGMENTATION, "refine": refine},
+        {"ios": {"min_overlap": min_overlap}}, ["landslide"],
+    )
+
+
+def test_refine_none_passes_the_predictions_through_unchanged_and_logs_nothing():
+    predictions, cams, index, scenes = _refinement_case()
+    refined, mlflow_metrics = _refine(predictions, cams, index, scenes, refine="none")
+    assert refined is predictions and mlflow_metrics == {}
+
+
+def test_refine_ios_judges_components_of_the_stitched_scene_against_the_stitched_cam():
+    predictions, cams, index, scenes = _refinement_case()
+    refined, mlflow_metrics = _refine(predictions, cams, index, scenes, min_overlap=0.65)
+    out = refined["s"]
+    # The component crossing the tile border is judged whole, with CAM from both tiles (IOS 0.7).
+    assert (out[2:4, 15:25] == 255).all()
+    # The one outside the CAM region becomes background (0), not ignore (255, which would read as landslide).
+    assert (out[12:14, 0:10] == 0).all()
+    assert int((out == 255).sum()) == 20 and set(np.unique(out)) <= {0, 255}
+    assert mlflow_metrics == {
+        f"{REFINEMENT_PREFIX}.{COMPONENTS_KEPT}": {"value": 1.0, "step": 0},
+        f"{REFINEMENT_PREFIX}.{COMPONENTS_REMOVED}": {"value": 1.0, "step": 0},
+        f"{REFINEMENT_PREFIX}.{PIXELS_REMOVED}": {"value": 20.0, "step": 0},
+    }
+    assert (predictions["s"][12:14, 0:10] == 255).all(), "the unrefined predictions are not modified"
+
+
+def test_refine_ios_removes_the_crossing_component_when_one_tiles_cam_is_not_enough():
+    # Without the left tile's 4 px the crossing component has IOS 0.5: the right tile alone decides
+    # nothing at min_overlap 0.65, so a refinement that judged tiles, not the scene, would differ.
+    predictions, cams, index, scenes = _refinement_case()
+    cams["landslide/s__0_0"] = np.zeros((20, 20), np.uint8)
+    refined, _ = _refine(predictions, cams, index, scenes, min_overlap=0.65)
+    assert not refined["s"].any()
+    refined, _ = _refine(predictions, cams, index, scenes, min_overlap=0.5)
+    assert (refined["s"][2:4, 15:25] == 255).all()
+
+
+def test_refine_reads_its_two_settings_by_the_schemas_rules():
+    predictions, cams, index, scenes = _refinement_case()
+    with pytest.raises(UserInputError, match="segmentation_training.refine"):
+        _refine(predictions, cams, index, scenes, refine="sam")
+    with pytest.raises(UserInputError, match="sam_labeling.ios.min_overlap"):
+        _refine(predictions, cams, index, scenes, min_overlap=1.5)
+    params = {key: value for key, value in SEGMENTATION.items() if key != "refine"}
+    with pytest.raises(KeyError, match="segmentation_training.refine"):
+        refine_predictions(predictions, cams, index, scenes, {"threshold": REFINE_T}, params,
+                           {"ios": {"min_overlap": 0.5}}, ["landslide"])
+
+
+def test_refine_needs_the_cams_of_every_test_tile():
+    predictions, cams, index, scenes = _refinement_case()
+    del cams["landslide/s__0_20"]
+    with pytest.raises(KeyError, match="`cams` has no partition 'landslide/s__0_20'"):
+        _refine(predictions, cams, index, scenes)

@@ -50,12 +50,16 @@ def test_supervised_reference_is_the_segmentation_model_trained_on_the_true_mask
     inputs = _toy_run_inputs()
     reference = _run(supervised_pipeline(), inputs)
     # The same nodes, parameters and seed fed the true masks as "pseudo-masks" give the same model
-    # (without ALPS pre-training its nodes read neither the localizer nor the region settings).
-    weak = _run(segmentation_pipeline(), {**inputs, "pseudo_masks": inputs["tile_masks"], "cam_model": {},
-                                          "params:sam_labeling": {}, "params:localization": {}})
+    # (without ALPS pre-training its nodes read neither the localizer nor the region settings;
+    # segmentation_training's refinement, default none, reads the CAMs, T and the IOS setting).
+    refinement_inputs = {"cams": {}, "prompt_generation_resolved": {"threshold": 100},
+                         "params:sam_labeling": {"ios": {"min_overlap": 0.5}}}
+    weak = _run(segmentation_pipeline(), {**inputs, **refinement_inputs, "pseudo_masks": inputs["tile_masks"],
+                                          "cam_model": {}, "params:localization": {}})
     ours, theirs = reference.load("supervised_model"), weak.load("segmentation_model")
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     predictions = reference.load("supervised_predictions")
+    assert all(np.array_equal(predictions[k], v) for k, v in weak.load("predictions").items())
     assert set(predictions) == {"test0"} and predictions["test0"].shape == (64, 100)
     assert set(np.unique(predictions["test0"])) <= {0, 255}
     curves = reference.load("supervised_training_curves")
@@ -71,12 +75,12 @@ def test_supervised_reference_reads_tile_masks_and_never_pseudo_masks():
 def test_supervised_reference_runs_segmentation_trainings_nodes_namespaced():
     """One definition of the training and prediction: the reference only renames what they read and write.
 
-    It has no ALPS pre-training nodes: the reference is trained from scratch whatever
-    segmentation_training.pretrain says."""
+    It has no ALPS pre-training nodes and no refinement: the reference is trained from scratch and its
+    predictions are never refined, whatever segmentation_training.pretrain and refine say."""
     weak, reference = training_pipeline(), supervised_pipeline()
     assert [n.name for n in reference.nodes] == [f"{NAMESPACE}.{n.name}" for n in weak.nodes]
     alps_nodes = {n.name for n in alps_pretraining_pipeline().nodes}
-    assert {n.name for n in segmentation_pipeline().nodes} == {n.name for n in weak.nodes} | alps_nodes
+    assert {n.name for n in segmentation_pipeline().nodes} == {n.name for n in weak.nodes} | alps_nodes | {"refine_predictions"}
     def functions(pipe):  # the training node is a functools.partial naming its masks dataset
         return [getattr(n.func, "func", n.func) for n in pipe.nodes]
 

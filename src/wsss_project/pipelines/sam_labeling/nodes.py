@@ -28,7 +28,9 @@ embeddings are loaded one tile at a time.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -104,6 +106,9 @@ class TileLabeler:
         self.by_tile = {key: group for key, group in prompts.groupby(["tile_id", "class_id"], sort=False)}
         self.rows: list[dict] = []
         self.done, self.started = 0, time.perf_counter()
+        # Tiles may be labelled by several threads (`sam_labeling.workers`): the counters and the
+        # rows are shared. Rows arrive in completion order; the node restores tile order.
+        self.lock = threading.Lock()
 
     def _state(self, image: np.ndarray) -> ImageState:
         if self.cache is None:
@@ -160,8 +165,9 @@ class TileLabeler:
         """One masks-table row per mask of one prompt set."""
         nan = np.full(len(verdicts.ios), np.nan)
         measured = {name: np.asarray(result.confidences.get(name, nan), dtype=np.float64) for name in CONFIDENCES}
+        rows = []
         for k in range(len(verdicts.ios)):
-            self.rows.append({
+            rows.append({
                 "tile_id": tile_id, "class_id": int(class_id), "mask_index": int(prompt_ids[k]),
                 "area": int(verdicts.area[k]), "score": float(result.scores[k]),
                 "predicted_iou": float(measured["predicted_iou"][k]),
@@ -169,6 +175,8 @@ class TileLabeler:
                 "confidence_name": self.rule.confidence, "confidence": float(verdicts.confidence[k]),
                 "kept": bool(verdicts.kept[k]), "rejected_by": str(verdicts.rejected_by[k]),
             })
+        with self.lock:
+            self.rows.extend(rows)
 
     def table(self, classes: list[str]) -> pd.DataFrame:
         """The masks table (segmenters/mask_rules.TABLE_COLUMNS), one row per mask, in labelling order."""
@@ -177,11 +185,13 @@ class TileLabeler:
         return table.astype(TABLE_COLUMNS)
 
     def _progress(self, total: int) -> None:
-        self.done += 1
-        if self.done % 50 == 0 or self.done == total:
-            rate = self.done / max(time.perf_counter() - self.started, 1e-9)
+        with self.lock:
+            self.done += 1
+            done = self.done
+        if done % 50 == 0 or done == total:
+            rate = done / max(time.perf_counter() - self.started, 1e-9)
             cache = f", cache {self.cache.hits} hits / {self.cache.misses} misses" if self.cache else ""
-            logger.info("Labelled %d/%d tiles (%.1f tiles/s%s)", self.done, total, rate, cache)
+            logger.info("Labelled %d/%d tiles (%.1f tiles/s%s)", done, total, rate, cache)
 
 
 def build_segmenter(sam_labeling: dict, device: str) -> PromptableSegmenter | RegionSource:
@@ -236,17 +246,26 @@ def label_tiles_with_table(
     """
     labeler = _labeler(segmenter, prompts, sam_labeling, int(prompt_generation["threshold"]))
     selected = tile_rows(tiles_of_split(tile_index, prompt_generation["splits"]))
-    logger.info("Labelling %d tiles", len(selected))
-    masks = {}
-    for tile in selected:
+    workers = factory.labelling_workers(sam_labeling)
+    logger.info("Labelling %d tiles (%d at once, sam_labeling.workers)", len(selected), workers)
+
+    def label_one(tile: dict) -> np.ndarray:
         tile_id = tile["tile_id"]
         image = load_partition(tiles, tile_id, "tiles")
         positive = [(k, load_partition(cams, cam_key(classes[k - 1], tile_id), "cams"))
                     for k in positive_class_ids(tile, classes)]
-        masks[tile_id] = labeler.label(tile_id, image, positive, len(selected), (int(tile["height"]), int(tile["width"])))
+        return labeler.label(tile_id, image, positive, len(selected), (int(tile["height"]), int(tile["width"])))
+
+    # Each tile's mask is a function of that tile alone (GrabCut reseeds OpenCV's per-thread RNG
+    # per call), so the masks do not depend on the number of workers; map keeps tile order.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        masks = dict(zip((tile["tile_id"] for tile in selected), pool.map(label_one, selected), strict=True))
     if isinstance(labeler, RegionLabeler):
         return masks, pd.DataFrame({c: pd.Series(dtype=t) for c, t in TABLE_COLUMNS.items()})
+    order = {tile_id: position for position, tile_id in enumerate(masks)}
     table = labeler.table(classes)
+    # Rows of one tile come from one thread, in order; a stable sort by tile restores labelling order.
+    table = table.sort_values("tile_id", key=lambda ids: ids.map(order), kind="stable").reset_index(drop=True)
     _log_verdicts(table, labeler.rule)
     return masks, table
 

@@ -20,7 +20,18 @@ import time
 import numpy as np
 import pandas as pd
 
-from wsss_project.contracts import BINARY_FOREGROUND_VALUE, IGNORE_INDEX, TEST_SPLIT, TRAIN_SPLIT
+from wsss_project.contracts import (
+    BINARY_FOREGROUND_VALUE,
+    COMPONENTS_KEPT,
+    COMPONENTS_REMOVED,
+    IGNORE_INDEX,
+    PIXELS_REMOVED,
+    REFINEMENT_PREFIX,
+    TEST_SPLIT,
+    TRAIN_SPLIT,
+    cam_key,
+)
+from wsss_project.errors import UserInputError
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene, stitch_mean
 from wsss_project.learning import alps
 from wsss_project.learning.segmentation_training import (
@@ -29,7 +40,13 @@ from wsss_project.learning.segmentation_training import (
     pretrain_resunet,
     train_resunet,
 )
+from wsss_project.pipelines.evaluation.nodes import decode_prediction
 from wsss_project.pipelines.training_records import history_outputs
+from wsss_project.segmenters.prediction_refinement import (
+    REFINE_NONE,
+    RefinementCounts,
+    refine_by_ios,
+)
 from wsss_project.tile_data import (
     Partitions,
     load_partition,
@@ -160,3 +177,59 @@ def predict_scenes(
     logger.info("Predicted %d test scenes (%.2f s/scene)", len(predictions),
                 (time.perf_counter() - started) / max(len(predictions), 1))
     return predictions
+
+
+def scene_heatmaps(cams: Partitions, scene_tiles: pd.DataFrame, classes: list[str], height: int, width: int) -> np.ndarray:
+    """(C, height, width) uint8: each class's heatmap of a test scene, stitched from its test tiles (which
+    never overlap, so stitching copies each value)."""
+    stitched = np.stack([
+        stitch_mean(
+            ((TileWindow(t.row, t.col, t.height, t.width), load_partition(cams, cam_key(name, t.tile_id), "cams"))
+             for t in scene_tiles.itertuples(index=False)),
+            height, width,
+        )
+        for name in classes
+    ])
+    if np.isnan(stitched).any():
+        raise UserInputError("test tiles do not cover their scene: rerun data_preparation")
+    return stitched.astype(np.uint8)
+
+
+def refine_predictions(
+    predictions: dict[str, np.ndarray], cams: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame,
+    prompt_generation_resolved: dict, segmentation_training: dict, sam_labeling: dict, classes: list[str],
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
+    """The test-scene predictions, refined by `segmentation_training.refine`, and the counts for MLflow.
+
+    `none` returns the predictions as they are (and logs nothing); `ios` sets every predicted component
+    whose IOS with the stitched heatmap > T is below `sam_labeling.ios.min_overlap` to background
+    (segmenters/prediction_refinement.py).
+    """
+    # Imported here: the schema imports these pipeline modules. Its rules for the two keys read.
+    from wsss_project.validation.schema import check_section
+
+    for key, section, value in (("refine", "segmentation_training", segmentation_training.get("refine")),
+                                ("ios", "sam_labeling", sam_labeling.get("ios"))):
+        if value is None:
+            raise KeyError(f"missing parameter `{section}.{key}`")
+        check_section({key: value}, section, partial=True)
+    if segmentation_training["refine"] == REFINE_NONE:
+        return predictions, {}
+    threshold = int(prompt_generation_resolved["threshold"])
+    min_overlap = float(sam_labeling["ios"]["min_overlap"])
+    test_tiles = tiles_of_split(tile_index, TEST_SPLIT)
+    refined, counts = {}, RefinementCounts()
+    for scene in scenes[scenes["split"] == TEST_SPLIT].itertuples(index=False):
+        heatmaps = scene_heatmaps(
+            cams, test_tiles[test_tiles["scene_id"] == scene.scene_id], classes, scene.height, scene.width
+        )
+        predicted = decode_prediction(load_partition(predictions, scene.scene_id, "predictions"), len(classes))
+        class_index, scene_counts = refine_by_ios(predicted, heatmaps, threshold, min_overlap)
+        refined[scene.scene_id] = encode_prediction(class_index, len(classes))
+        counts = counts + scene_counts
+    logger.info(
+        "Refined %d test scenes with IOS >= %s against CAM > %d: kept %d components, set %d to background "
+        "(%d pixels)", len(refined), min_overlap, threshold, counts.kept, counts.removed, counts.pixels_removed,
+    )
+    values = {COMPONENTS_KEPT: counts.kept, COMPONENTS_REMOVED: counts.removed, PIXELS_REMOVED: counts.pixels_removed}
+    return refined, {f"{REFINEMENT_PREFIX}.{name}": {"value": float(v), "step": 0} for name, v in values.items()}

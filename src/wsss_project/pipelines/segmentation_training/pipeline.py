@@ -11,10 +11,12 @@ from .nodes import (
     cluster_regions,
     predict_scenes,
     pretrain_segmentation_model,
+    refine_predictions,
     train_segmentation_model,
 )
 
 PRETRAINED_BODY = "segmentation_pretrained_body"
+UNREFINED = "unrefined_predictions"  # the ResUNet's scene predictions before segmentation_training.refine
 
 
 def training_pipeline(
@@ -78,4 +80,18 @@ def alps_pretraining_pipeline() -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return alps_pretraining_pipeline() + training_pipeline(pretrained_body=PRETRAINED_BODY)
+    """ALPS pre-training (off by default: its nodes return empty results), the training pipeline on the
+    pseudo-masks, and its predictions refined (PRC's step 7, off by default: `segmentation_training.refine:
+    none` passes them through unchanged)."""
+    trained = pipeline(training_pipeline(pretrained_body=PRETRAINED_BODY), outputs={"predictions": UNREFINED})
+    return alps_pretraining_pipeline() + trained + pipeline(
+        [
+            node(
+                refine_predictions,
+                [UNREFINED, "cams", "tile_index", "scenes", "prompt_generation_resolved",
+                 "params:segmentation_training", "params:sam_labeling", "params:classes"],
+                ["predictions", "prediction_refinement_mlflow"],
+                name="refine_predictions",
+            ),
+        ]
+    )
