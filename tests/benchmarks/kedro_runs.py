@@ -4,12 +4,14 @@ KedroSession per pipeline so that each stage is timed on its own."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
@@ -63,3 +65,20 @@ def deep_update(base: dict, extra: dict) -> dict:
     for key, value in extra.items():
         base[key] = deep_update(base.get(key, {}), value) if isinstance(value, dict) else value
     return base
+
+
+def default_run_folder(required: str) -> Path:
+    """The default run that read-only benchmarks reuse: $WSSS_BENCH_DIR (default
+    /tmp/wsss_bench/default_real); skips the benchmark when `required` (a path in it) is missing."""
+    workdir = Path(os.environ.get("WSSS_BENCH_DIR", "/tmp/wsss_bench/default_real"))
+    if not (workdir / required).exists():
+        pytest.skip(f"no default run in {workdir}: run tests/benchmarks/test_default_real.py first")
+    return workdir
+
+
+def load_from_run(workdir: Path, names: tuple[str, ...]) -> list:
+    """The datasets `names` of the run in `workdir`, loaded through its own catalog."""
+    bootstrap_project(workdir)
+    with KedroSession.create(project_path=workdir) as session:
+        catalog = session.load_context().catalog
+        return [catalog.load(name) for name in names]

@@ -14,14 +14,11 @@ Issue 8's goal: at least 10 tiles/s on 2 cores.
 from __future__ import annotations
 
 import copy
-import os
 import time
 from pathlib import Path
 
 import numpy as np
-import pytest
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
+from kedro_runs import default_run_folder, load_from_run
 
 from wsss_project.pipelines.sam_labeling.nodes import build_segmenter, label_tiles
 from wsss_project.segmenters.factory import labelling_workers
@@ -32,15 +29,9 @@ GOAL_TILES_PER_SECOND = 10.0
 
 
 def test_default_labeller_speed_with_threads(real_data):
-    workdir = Path(os.environ.get("WSSS_BENCH_DIR", "/tmp/wsss_bench/default_real"))
-    if not (workdir / "data" / "03_primary" / "prompt_generation_resolved.json").exists():
-        pytest.skip(f"no default run in {workdir}: run tests/benchmarks/test_default_real.py first")
-    bootstrap_project(workdir)
-    with KedroSession.create(project_path=workdir) as session:
-        catalog = session.load_context().catalog
-        tiles, cams, index, prompts = (catalog.load(name) for name in ("tiles", "cams", "tile_index", "prompts"))
-        resolved = catalog.load("prompt_generation_resolved")
-        classes, device = catalog.load("params:classes"), catalog.load("params:device")
+    workdir = default_run_folder("data/03_primary/prompt_generation_resolved.json")
+    names = ("tiles", "cams", "tile_index", "prompts", "prompt_generation_resolved", "params:classes", "params:device")
+    tiles, cams, index, prompts, resolved, classes, device = load_from_run(workdir, names)
     # this checkout's sam_labeling defaults (the run's conf may predate `workers`)
     defaults = CONFIG_LOADER_CLASS(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="local")["parameters"]["sam_labeling"]
     results = {}

@@ -12,12 +12,9 @@ resolved T. Test scenes are scored whole (each pixel once) by evaluation's own n
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
+from kedro_runs import default_run_folder, load_from_run
 
 from wsss_project.pipelines.evaluation.nodes import evaluate_predictions
 from wsss_project.pipelines.segmentation_training.nodes import refine_predictions
@@ -32,15 +29,9 @@ def _ious(metrics: dict) -> dict[str, float]:
 
 
 def test_ios_refinement_of_predictions_on_real_landslides(real_data):
-    workdir = Path(os.environ.get("WSSS_BENCH_DIR", "/tmp/wsss_bench/default_real"))
-    if not (workdir / "data" / "07_model_output" / "predictions").exists():
-        pytest.skip(f"no default run in {workdir}: run tests/benchmarks/test_default_real.py first")
-    bootstrap_project(workdir)
-    with KedroSession.create(project_path=workdir) as session:
-        catalog = session.load_context().catalog
-        names = ("predictions", "cams", "tile_index", "scenes", "tile_masks", "prompt_generation_resolved")
-        predictions, cams, index, scenes, masks, resolved = (catalog.load(name) for name in names)
-        classes = catalog.load("params:classes")
+    workdir = default_run_folder("data/07_model_output/predictions")
+    names = ("predictions", "cams", "tile_index", "scenes", "tile_masks", "prompt_generation_resolved", "params:classes")
+    predictions, cams, index, scenes, masks, resolved, classes = load_from_run(workdir, names)
     parameters = CONFIG_LOADER_CLASS(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="local")["parameters"]
     training = {**parameters["segmentation_training"], "refine": "ios"}
     refined, counts = refine_predictions(predictions, cams, index, scenes, resolved, training,
