@@ -5,13 +5,15 @@ The contracts themselves (tile id, CAM key, splits, ignore value) live in `contr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from wsss_project.contracts import SPLITS
+from wsss_project.errors import UserInputError
+from wsss_project.imagery.tiling import TileWindow, stitch_mean
 
 Partitions = Mapping[str, Any]  # PartitionedDataset: key -> loader callable (or an array in memory)
 
@@ -49,3 +51,20 @@ def tile_rows(tile_index: pd.DataFrame) -> list[dict[str, Any]]:
 def stack_tiles(tiles: Partitions, tile_ids: list[str], dataset: str = "tiles") -> np.ndarray:
     """Load tiles into one (N, H, W[, C]) array, for training and batched inference."""
     return np.stack([load_partition(tiles, tile_id, dataset) for tile_id in tile_ids])
+
+
+def stitch_scene(
+    partitions: Partitions, scene_tiles: pd.DataFrame, height: int, width: int, dataset: str,
+    key_of: Callable[[str], str] = str,
+) -> np.ndarray:
+    """(height, width) uint8: one scene stitched from the partitions of its tiles (`key_of(tile_id)`
+    names each tile's partition). Test tiles never overlap, so stitching copies each value; a pixel
+    no tile covers is an error, not a silent 0."""
+    stitched = stitch_mean(
+        ((TileWindow(t.row, t.col, t.height, t.width), load_partition(partitions, key_of(t.tile_id), dataset))
+         for t in scene_tiles.itertuples(index=False)),
+        height, width,
+    )
+    if np.isnan(stitched).any():
+        raise UserInputError(f"the tiles of `{dataset}` do not cover their scene: rerun data_preparation")
+    return stitched.astype(np.uint8)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,6 @@ from sklearn.metrics import average_precision_score
 
 from wsss_project.contracts import cam_key
 from wsss_project.evaluation.metrics import ConfusionAccumulator
-from wsss_project.imagery.tiling import TileWindow, stitch_mean
 from wsss_project.pipelines.evaluation.nodes import evaluate_cam_threshold, scene_ground_truth
 from wsss_project.pipelines.localization.nodes import (
     generate_cams,
@@ -44,7 +44,7 @@ from wsss_project.pipelines.localization.nodes import (
     train_cam_model,
 )
 from wsss_project.pipelines.prompt_generation.nodes import resolve_prompt_generation
-from wsss_project.tile_data import load_partition, tiles_of_split
+from wsss_project.tile_data import load_partition, stitch_scene, tiles_of_split
 
 DEFAULT_CONFIGS = [{"method": "mil"}, {"method": "mil", "mil": {"width": 16}}, {"method": "cam_classifier"}]
 # PRC's parts off / one at a time / both, for one localizer (learning/prc.py).
@@ -84,11 +84,7 @@ def _direct_test_scores(cams, masks, index, scenes, name, threshold) -> dict[str
     test = tiles_of_split(index, "test")
     for scene in scenes[scenes["split"] == "test"].itertuples(index=False):
         rows = test[test["scene_id"] == scene.scene_id]
-        heat = stitch_mean(
-            ((TileWindow(t.row, t.col, t.height, t.width), load_partition(cams, cam_key(name, t.tile_id), "cams"))
-             for t in rows.itertuples(index=False)),
-            scene.height, scene.width,
-        )
+        heat = stitch_scene(cams, rows, scene.height, scene.width, "cams", key_of=partial(cam_key, name))
         truth = scene_ground_truth(masks, rows, scene.height, scene.width)
         valid = truth != 255
         pick = valid & (rng.random(truth.shape) < AP_SAMPLE)

@@ -50,9 +50,15 @@ from wsss_project.contracts import (
 )
 from wsss_project.errors import UserInputError
 from wsss_project.evaluation.metrics import ConfusionAccumulator
-from wsss_project.imagery.tiling import TileWindow, mark_outside_scene, owned_masks, stitch_mean
+from wsss_project.imagery.tiling import TileWindow, mark_outside_scene, owned_masks
 from wsss_project.reporting.figures import sample_panels, stage_comparison
-from wsss_project.tile_data import Partitions, load_partition, tile_rows, tiles_of_split
+from wsss_project.tile_data import (
+    Partitions,
+    load_partition,
+    stitch_scene,
+    tile_rows,
+    tiles_of_split,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -167,14 +173,7 @@ def evaluate_pseudo_labels(
 
 def scene_ground_truth(tile_masks: Partitions, scene_tiles: pd.DataFrame, height: int, width: int) -> np.ndarray:
     """A test scene's mask at its original size, stitched from its non-overlapping tile masks."""
-    pieces = (
-        (TileWindow(t.row, t.col, t.height, t.width), load_partition(tile_masks, t.tile_id, "tile_masks"))
-        for t in scene_tiles.itertuples(index=False)
-    )
-    stitched = stitch_mean(pieces, height, width)
-    if np.isnan(stitched).any():
-        raise UserInputError("test tiles do not cover their scene: rerun data_preparation")
-    return stitched.astype(np.uint8)
+    return stitch_scene(tile_masks, scene_tiles, height, width, "tile_masks")
 
 
 def _evaluate_test_scenes(

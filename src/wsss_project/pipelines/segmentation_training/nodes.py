@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,6 @@ from wsss_project.contracts import (
     TRAIN_SPLIT,
     cam_key,
 )
-from wsss_project.errors import UserInputError
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene, stitch_mean
 from wsss_project.learning import alps
 from wsss_project.learning.segmentation_training import (
@@ -51,6 +51,7 @@ from wsss_project.tile_data import (
     Partitions,
     load_partition,
     stack_tiles,
+    stitch_scene,
     tile_rows,
     tiles_of_split,
 )
@@ -180,19 +181,10 @@ def predict_scenes(
 
 
 def scene_heatmaps(cams: Partitions, scene_tiles: pd.DataFrame, classes: list[str], height: int, width: int) -> np.ndarray:
-    """(C, height, width) uint8: each class's heatmap of a test scene, stitched from its test tiles (which
-    never overlap, so stitching copies each value)."""
-    stitched = np.stack([
-        stitch_mean(
-            ((TileWindow(t.row, t.col, t.height, t.width), load_partition(cams, cam_key(name, t.tile_id), "cams"))
-             for t in scene_tiles.itertuples(index=False)),
-            height, width,
-        )
-        for name in classes
+    """(C, height, width) uint8: each class's heatmap of a test scene, stitched from its test tiles."""
+    return np.stack([
+        stitch_scene(cams, scene_tiles, height, width, "cams", key_of=partial(cam_key, name)) for name in classes
     ])
-    if np.isnan(stitched).any():
-        raise UserInputError("test tiles do not cover their scene: rerun data_preparation")
-    return stitched.astype(np.uint8)
 
 
 def refine_predictions(
