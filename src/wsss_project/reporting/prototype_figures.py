@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
-PROJECTION_FIGSIZE = (9.0, 7.0)
+PROJECTION_FIGSIZE = (11.0, 7.0)  # room on the right for the legend of up to 15 classes
 N_COMPONENTS = 2
 CLASS_COLORMAP = "tab20"  # iSAID has 15 classes: tab10 would repeat colours
 DESCRIPTION_SIZE = 14
@@ -77,6 +77,6 @@ def text_prototype_projection(
     ax.set_xlabel(f"PC1 ({variance[0]:.0%})")
     ax.set_ylabel(f"PC2 ({variance[1]:.0%})" if len(variance) > 1 else "PC2")
     ax.set_title("Text knowledge base: descriptions (dots), prototypes (X), template t_c (o) -> enriched T_c (*)")
-    ax.legend(fontsize=LEGEND_FONTSIZE, loc="best", ncol=2)
+    ax.legend(fontsize=LEGEND_FONTSIZE, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
