@@ -264,6 +264,25 @@ class PrcModule(Section):
     constraint_weight: NonNegativeFloat
 
 
+class Usr(Section):
+    """USR (seed 003 eq. 10-15) on any localizer's heatmaps (learning/cam_refinement.py)."""
+
+    enabled: bool
+    alpha: Annotated[PositiveInt, Field(description="integer power of the diffusion matrix (eq. 15)")]
+    temperature: PositiveFloat
+    margin: Annotated[float, Field(ge=-1, le=1, description="cosine at which the joint affinity is 1/2")]
+    max_grid: PositiveInt
+
+
+class Vpe(Section):
+    """VPE (seed 003 eq. 16-20) on any localizer's heatmaps (learning/cam_refinement.py)."""
+
+    enabled: bool
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    seed_fraction: Annotated[float, Field(gt=0, le=1)]
+    background_score: Annotated[float, Field(ge=0, lt=1)]
+
+
 class Localization(Section):
     method: choice(LOCALIZERS)
     image_mean: RgbFloats
@@ -274,6 +293,9 @@ class Localization(Section):
     # PRC (seed 004), both methods
     ir_loss: IrLoss
     prc_module: PrcModule
+    # CAM refinement of seed 003, both methods, at generate_cams time
+    usr: Usr
+    vpe: Vpe
     mil: Mil
     # cam_classifier only
     backbone: choice(BACKBONES)
