@@ -17,6 +17,8 @@ import pandas as pd
 from wsss_project.errors import UserInputError
 
 PARAMS_PREFIX = "params:"
+# The input of the node that encodes texts with CLIP (text_prototype_kb's encode_class_texts).
+TEXT_ENCODER_INPUT = "class_descriptions"
 
 
 def reads_section(pipeline_inputs: Collection[str], section: str) -> bool:
@@ -39,6 +41,8 @@ def check_run_inputs(params: Mapping[str, Any], pipeline_inputs: Collection[str]
     if reads_section(pipeline_inputs, "sam_labeling"):
         check_sam_labeling(params["sam_labeling"])
         check_prompt_ablation(params["sam_labeling"], pipeline_inputs)
+    if TEXT_ENCODER_INPUT in pipeline_inputs:
+        check_text_encoder(params["text_prototype_kb"]["clip"])
 
 
 def check_device(device: str) -> None:
@@ -95,6 +99,13 @@ def check_sam_labeling(sam_labeling: Mapping[str, Any]) -> None:
     from wsss_project.foundation.sam import check_sam_checkpoint
 
     check_sam_checkpoint(sam["model_type"], sam["checkpoint"])
+
+
+def check_text_encoder(clip: Mapping[str, Any]) -> None:
+    """The CLIP checkpoint is set, exists and holds the declared architecture (memory-mapped, no weights loaded)."""
+    from wsss_project.foundation.clip import check_clip_checkpoint
+
+    check_clip_checkpoint(clip["model_name"], clip["checkpoint"])
 
 
 def check_prompt_ablation(sam_labeling: Mapping[str, Any], pipeline_inputs: Collection[str]) -> None:
