@@ -82,6 +82,16 @@ def _grid(height: int, width: int, max_side: int) -> tuple[int, int]:
     return min(height, max_side), min(width, max_side)
 
 
+def _pool_attention(attentions: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """(L, hw, hw) attention on `grid` -> (L, n, n) on the pooled `size`: both the query and the
+    key side area-averaged, as the features are."""
+    if grid == size:
+        return attentions
+    layers, n = attentions.shape[0], size[0] * size[1]
+    keys = _pool(attentions.reshape(layers, -1, *grid), size).reshape(layers, -1, n)  # (L, hw, n)
+    return _pool(keys.transpose(1, 2).reshape(layers, n, *grid), size).reshape(layers, n, n).transpose(1, 2)
+
+
 @dataclass
 class CamRefiner:
     """USR and/or VPE over a tile set, from the `localization.usr` and `localization.vpe` settings."""
@@ -114,7 +124,9 @@ class CamRefiner:
             affinity = joint_affinity(
                 tokens(_pool(features, size))[inside], float(self.usr["temperature"]), float(self.usr["margin"])
             )
-            tile_attentions = None if attentions is None else attentions[:, inside][:, :, inside]
+            tile_attentions = None if attentions is None else (
+                _pool_attention(attentions.float(), tuple(features.shape[-2:]), size)[:, inside][:, :, inside]
+            )
             diffusion = diffusion_matrix(refining_map(affinity, tile_attentions), int(self.usr["alpha"]))
             refined[:, inside] = diffuse(flat_cam[:, inside], diffusion)
         # The symmetrised matrix is only nearly stochastic: a few sums exceed 1 after the power.

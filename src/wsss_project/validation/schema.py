@@ -33,6 +33,7 @@ from segment_anything import sam_model_registry
 
 from wsss_project.contracts import HEATMAP_MAX, IGNORE_INDEX, PROMPT_MODES, SPLITS
 from wsss_project.errors import UserInputError
+from wsss_project.foundation.clip import DENSE_PATHS
 from wsss_project.geometry.prompts import RETRIEVAL_MODES
 from wsss_project.geometry.thresholds import THRESHOLD_RULES
 from wsss_project.imagery.synthetic import DEFAULT_SYNTHETIC_PARAMS
@@ -272,6 +273,7 @@ class Usr(Section):
     temperature: PositiveFloat
     margin: Annotated[float, Field(ge=-1, le=1, description="cosine at which the joint affinity is 1/2")]
     max_grid: PositiveInt
+    attention_layers: Annotated[PositiveInt, Field(description="clip only: last CLIP blocks whose attention enters eq. 12-14")]
 
 
 class Vpe(Section):
@@ -281,6 +283,16 @@ class Vpe(Section):
     momentum: Annotated[float, Field(ge=0, lt=1)]
     seed_fraction: Annotated[float, Field(gt=0, le=1)]
     background_score: Annotated[float, Field(ge=0, lt=1)]
+
+
+class ClipLocalization(Section):
+    """`localization.method: clip` (learning/clip_cams.py); CLIP and DINOv2 come from text_prototype_kb."""
+
+    image_size: PositiveInt | None
+    dino_image_size: PositiveInt | None
+    batch_size: PositiveInt
+    dense_path: choice(DENSE_PATHS)
+    topk_fraction: Annotated[float, Field(gt=0, le=1)]
 
 
 class Localization(Section):
@@ -296,6 +308,7 @@ class Localization(Section):
     # CAM refinement of seed 003, both methods, at generate_cams time
     usr: Usr
     vpe: Vpe
+    clip: ClipLocalization
     mil: Mil
     # cam_classifier only
     backbone: choice(BACKBONES)
