@@ -71,3 +71,26 @@ def test_vpe_suppresses_the_cam_where_features_differ_from_the_prototype():
     assert (out[:, :6] == 180).all()  # prototype-like tokens keep the tile's peak
     assert (out[:, 10:] == 0).all()  # orthogonal tokens: cos 0 -> S^2 = 0
     assert refiner.seconds_per_tile().keys() == {"vpe"}
+
+
+def test_attention_maps_are_pooled_on_both_sides_like_the_features():
+    from wsss_project.learning.cam_refinement import _pool_attention
+
+    identity = torch.eye(16)[None]  # every token of a 4 x 4 grid attends to itself
+    pooled = _pool_attention(identity, (4, 4), (2, 2))
+    assert torch.allclose(pooled, 0.25 * torch.eye(4)[None])  # a 2 x 2 block: 1/4 of its keys are itself
+    shifted = torch.zeros(1, 16, 16)
+    shifted[0, 0, 15] = 1.0  # token (0, 0) attends to (3, 3): block 0 -> block 3
+    assert _pool_attention(shifted, (4, 4), (2, 2))[0, 0, 3] == pytest.approx(1 / 16)
+
+
+def test_usr_uses_the_kept_attention_maps():
+    refiner = CamRefiner({**USR_ON, "max_grid": 8}, VPE_OFF, n_classes=1)
+    features = torch.ones(1, 2, 8, 8) + 0.01 * torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    plain = refiner.refine_batch(_hot_spot(), features, np.array([[SIZE, SIZE]]))
+    # two maps: attention to oneself only (closer to A_cd, whose diagonal is ~1: kept) and uniform (dropped)
+    local = torch.stack([torch.eye(64), torch.full((64, 64), 1 / 64)])[None]
+    with_attention = refiner.refine_batch(_hot_spot(), features, np.array([[SIZE, SIZE]]), local)
+    assert not np.array_equal(plain, with_attention)
+    # self-attention only keeps the hot spot where it was: nothing spreads to the far corner
+    assert with_attention[0, 0, -1, -1] == 0 and with_attention[0, 0, 7, 3] > 0
