@@ -183,3 +183,24 @@ def test_a_run_with_ir_loss_and_prc_module_on_writes_cams_in_the_contract(projec
     assert run["params.localization.method"] == method
     for curve in ("ir_loss", "prc_refined_loss", "prc_constraint_loss"):
         assert np.isfinite(run[f"metrics.localization.{curve}"])
+
+
+def test_a_run_with_usr_and_vpe_on_writes_cams_in_the_contract_and_records_the_switches(project_copy):
+    localization = {**TINY_PARAMS["localization"], "usr": {"enabled": True, "max_grid": 16},
+                    "vpe": {"enabled": True}}
+    bootstrap_project(project_copy)
+    with KedroSession.create(project_path=project_copy,
+                             runtime_params={**TINY_PARAMS, "localization": localization}) as session:
+        session.run()
+
+    data = project_copy / "data"
+    index = pd.read_parquet(_latest(data / "02_intermediate" / "tile_index.parquet"))
+    for tile in index.itertuples():
+        cam = read_png(data / "03_primary" / "cams" / "landslide" / f"{tile.tile_id}.png")
+        assert cam.dtype == np.uint8 and cam.shape == (128, 128)
+        assert not cam[tile.height :].any() and not cam[:, tile.width :].any()  # 0 outside the scene
+    assert set(json.loads(_latest(data / "08_reporting" / "metrics.json").read_text())) >= set(STAGES)
+    mlflow.set_tracking_uri(f"sqlite:///{project_copy / 'mlflow.db'}")
+    run = mlflow.search_runs(experiment_names=["wsss_project"]).iloc[0]
+    assert (run["params.localization.usr.enabled"], run["params.localization.vpe.enabled"]) == ("True", "True")
+    assert run["params.localization.usr.alpha"] == "3"

@@ -25,7 +25,12 @@ SAM_LABELING = {"segmenter": "grabcut", "prompt_mode": "point_box", "unprompted_
 IR_LOSS_OFF = {"weight": 0.0, "decoder_width": 32, "distance": "l1"}
 PRC_MODULE_OFF = {"enabled": False, "projection_dim": 16, "temperature": 0.1, "key_grid": 16,
                   "refined_loss_weight": 1.0, "constraint_weight": 1.0}
-PRC_OFF = {"ir_loss": IR_LOSS_OFF, "prc_module": PRC_MODULE_OFF}
+# localization.usr and localization.vpe as in conf/base: seed 003's CAM refinement off.
+USR_OFF = {"enabled": False, "alpha": 3, "temperature": 0.1, "margin": 0.5, "max_grid": 32, "attention_layers": 4}
+VPE_OFF = {"enabled": False, "momentum": 0.9, "seed_fraction": 0.1, "background_score": 0.5}
+CAM_REFINEMENT_OFF = {"usr": USR_OFF, "vpe": VPE_OFF}
+# Every optional extra of localization off (PRC's objectives and the CAM refinement).
+PRC_OFF = {"ir_loss": IR_LOSS_OFF, "prc_module": PRC_MODULE_OFF, **CAM_REFINEMENT_OFF}
 PROMPT_GENERATION = {"threshold": 120, "splits": ["train"],
                      "filters": {"min_contour_area": 0, "min_box_side": 0, "retrieval": "external",
                                  "snap_points_inside": False}}

@@ -121,6 +121,8 @@ def test_a_missing_parameter_is_named(path):
          "unknown parameter `sam_labeling.min_confidance`; did you mean `sam_labeling.min_confidence`?"),
         ({"localization": {"prc_module": {"enable": True}}},
          "unknown parameter `localization.prc_module.enable`; did you mean `localization.prc_module.enabled`?"),
+        ({"localization": {"vpe": {"seed_fractoin": 0.2}}},
+         "unknown parameter `localization.vpe.seed_fractoin`; did you mean `localization.vpe.seed_fraction`?"),
         ({"localization": {"ir_los": {"weight": 0.5}}},
          "unknown parameter `localization.ir_los.weight`; did you mean `localization.ir_loss.weight`?"),
     ],

@@ -8,8 +8,15 @@ one uint8 heatmap 0..255 per tile and class, 0 outside the scene. Nodes look the
 - `cam_classifier`: APSAM's ResNet + GAP classifier; heatmap = ReLU CAM / its peak over the
   scene part of the tile. The choice for pretrained backbones.
 
-Both take PRC's `ir_loss` and `prc_module` (learning/prc.py): with the PRC module on, the
-saved model holds it and the heatmaps are made from the refined map.
+- `clip`: seed 003's patch-text CAMs (eq. 9) of a frozen CLIP and `text_prototype_kb`'s enriched
+  class embeddings (learning/clip_cams.py); nothing is trained.
+
+`mil` and `cam_classifier` take PRC's `ir_loss` and `prc_module` (learning/prc.py): with the PRC
+module on, the saved model holds it and the heatmaps are made from the refined map. Every
+localizer gives `refinement_features` for seed 003's USR / VPE (learning/cam_refinement.py).
+
+`params` is the `localization` section plus `seed` and the node's run context
+(learning/clip_cams.py: CONTEXT_KEY), which only `clip` reads.
 """
 
 from __future__ import annotations
@@ -31,6 +38,13 @@ from wsss_project.learning.cam_training import (
     images_to_tensor,
     predict_tile_probabilities,
     train_cam_classifier,
+)
+from wsss_project.learning.clip_cams import (
+    build_head,
+    clip_heatmaps,
+    clip_refinement_features,
+    clip_tile_probabilities,
+    fit_head,
 )
 from wsss_project.learning.mil_training import (
     build_pixel_mil,
@@ -73,6 +87,12 @@ class Localizer(Protocol):
         """(N, K, h, w) float32 encoder features (before the classifier) on the CPU; the grid
         covers the whole tile (ALPS eq. 4 upsamples it to the tile, learning/alps.py)."""
 
+    def refinement_features(
+        self, model: nn.Module, images: np.ndarray, params: Mapping[str, Any], device: torch.device,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """USR / VPE inputs: F_cd (N, K, h, w) covering the tile, and attention maps (N, L, hw, hw)
+        on the same grid for USR's eq. 12-14, or None (then R = A_cd)."""
+
 
 @dataclass(frozen=True)
 class MilLocalizer:
@@ -101,6 +121,9 @@ class MilLocalizer:
             x = x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="area")
             return model.body(x).float().cpu()
 
+    def refinement_features(self, model, images, params, device):
+        return self.features(model, images, params, device), None
+
 
 @dataclass(frozen=True)
 class CamClassifierLocalizer:
@@ -126,10 +149,36 @@ class CamClassifierLocalizer:
             x = images_to_tensor(images, params["image_mean"], params["image_std"], device)
             return model.features(x).float().cpu()
 
+    def refinement_features(self, model, images, params, device):
+        return self.features(model, images, params, device), None
+
+
+@dataclass(frozen=True)
+class ClipLocalizer:
+    """Seed 003's frozen CLIP: eq. 9 patch-text cosines to the enriched class embeddings."""
+
+    def fit(self, images, labels, valid_sizes, params, device):
+        return fit_head(params)
+
+    def build(self, n_classes, params):
+        return build_head(n_classes)
+
+    def heatmaps(self, model, images, valid_sizes, params, device):
+        return clip_heatmaps(model, images, valid_sizes, params, device)
+
+    def tile_probabilities(self, model, images, valid_sizes, params, device):
+        return clip_tile_probabilities(model, images, valid_sizes, params, device)
+
+    def features(self, model, images, params, device):
+        return clip_refinement_features(model, images, {**params, "usr": {**params["usr"], "enabled": False}}, device)[0]
+
+    def refinement_features(self, model, images, params, device):
+        return clip_refinement_features(model, images, params, device)
+
 
 # Read-only: adding a method is a new class plus one entry here.
 LOCALIZERS: Mapping[str, Localizer] = MappingProxyType(
-    {"mil": MilLocalizer(), "cam_classifier": CamClassifierLocalizer()}
+    {"mil": MilLocalizer(), "cam_classifier": CamClassifierLocalizer(), "clip": ClipLocalizer()}
 )
 
 

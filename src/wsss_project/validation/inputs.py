@@ -19,6 +19,8 @@ from wsss_project.errors import UserInputError
 PARAMS_PREFIX = "params:"
 # The input of the node that encodes texts with CLIP (text_prototype_kb's encode_class_texts).
 TEXT_ENCODER_INPUT = "class_descriptions"
+# The localizer that reads CLIP too (learning/localizers.py), so its checkpoint is checked up front.
+CLIP_METHOD = "clip"
 
 
 def reads_section(pipeline_inputs: Collection[str], section: str) -> bool:
@@ -38,6 +40,8 @@ def check_run_inputs(params: Mapping[str, Any], pipeline_inputs: Collection[str]
         check_scene_split(params["data"], params["seed"])
     if reads_section(pipeline_inputs, "localization"):
         check_pretrained_backbone(params["localization"], len(params["classes"]))
+        if params["localization"]["method"] == CLIP_METHOD:
+            check_text_encoder(params["text_prototype_kb"]["clip"])
     if reads_section(pipeline_inputs, "sam_labeling"):
         check_sam_labeling(params["sam_labeling"])
         check_prompt_ablation(params["sam_labeling"], pipeline_inputs)

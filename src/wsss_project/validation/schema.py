@@ -33,6 +33,7 @@ from segment_anything import sam_model_registry
 
 from wsss_project.contracts import HEATMAP_MAX, IGNORE_INDEX, PROMPT_MODES, SPLITS
 from wsss_project.errors import UserInputError
+from wsss_project.foundation.clip import DENSE_PATHS
 from wsss_project.geometry.prompts import RETRIEVAL_MODES
 from wsss_project.geometry.thresholds import THRESHOLD_RULES
 from wsss_project.imagery.synthetic import DEFAULT_SYNTHETIC_PARAMS
@@ -264,6 +265,36 @@ class PrcModule(Section):
     constraint_weight: NonNegativeFloat
 
 
+class Usr(Section):
+    """USR (seed 003 eq. 10-15) on any localizer's heatmaps (learning/cam_refinement.py)."""
+
+    enabled: bool
+    alpha: Annotated[PositiveInt, Field(description="integer power of the diffusion matrix (eq. 15)")]
+    temperature: PositiveFloat
+    margin: Annotated[float, Field(ge=-1, le=1, description="cosine at which the joint affinity is 1/2")]
+    max_grid: PositiveInt
+    attention_layers: Annotated[PositiveInt, Field(description="clip only: last CLIP blocks whose attention enters eq. 12-14")]
+
+
+class Vpe(Section):
+    """VPE (seed 003 eq. 16-20) on any localizer's heatmaps (learning/cam_refinement.py)."""
+
+    enabled: bool
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    seed_fraction: Annotated[float, Field(gt=0, le=1)]
+    background_score: Annotated[float, Field(ge=0, lt=1)]
+
+
+class ClipLocalization(Section):
+    """`localization.method: clip` (learning/clip_cams.py); CLIP and DINOv2 come from text_prototype_kb."""
+
+    image_size: PositiveInt | None
+    dino_image_size: PositiveInt | None
+    batch_size: PositiveInt
+    dense_path: choice(DENSE_PATHS)
+    topk_fraction: Annotated[float, Field(gt=0, le=1)]
+
+
 class Localization(Section):
     method: choice(LOCALIZERS)
     image_mean: RgbFloats
@@ -274,6 +305,10 @@ class Localization(Section):
     # PRC (seed 004), both methods
     ir_loss: IrLoss
     prc_module: PrcModule
+    # CAM refinement of seed 003, both methods, at generate_cams time
+    usr: Usr
+    vpe: Vpe
+    clip: ClipLocalization
     mil: Mil
     # cam_classifier only
     backbone: choice(BACKBONES)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from toy_tiles import PRC_OFF, toy_tiles
 
 from wsss_project.pipelines.localization.nodes import generate_cams, train_cam_model
@@ -80,3 +81,38 @@ def test_unknown_method_names_the_parameter():
     tiles, _, _, index = toy_tiles(2)
     with pytest.raises(ValueError, match="localization.method"):
         train_cam_model(tiles, index, {**LOCALIZATION, "method": "gradcam"}, ["landslide"], 0, "cpu")
+
+
+REFINED = {"usr": {**PRC_OFF["usr"], "enabled": True, "max_grid": 8},
+           "vpe": {**PRC_OFF["vpe"], "enabled": True, "background_score": 0.2}}
+
+
+@pytest.mark.parametrize("method", ["mil", "cam_classifier"])
+def test_usr_and_vpe_refine_any_localizer_into_the_cams_contract_deterministically(method):
+    tiles, _, _, index = toy_tiles(6)
+    index.loc[index.index[-2:], "split"] = "test"
+    index.loc[index.index[0], "width"] = 40  # a border tile: its padding must stay 0
+    localization = {**LOCALIZATION, "method": method, "mil": MIL}
+    state = train_cam_model(tiles, index, localization, ["landslide"], 0, "cpu")[0]
+    plain = generate_cams(tiles, index, state, localization, ["landslide"], "cpu")
+    runs = [generate_cams(tiles, index, state, {**localization, **REFINED}, ["landslide"], "cpu") for _ in range(2)]
+    assert set(runs[0]) == set(plain)
+    assert all(c.dtype == np.uint8 and c.shape == (64, 64) for c in runs[0].values())
+    assert all(np.array_equal(runs[0][k], runs[1][k]) for k in plain)
+    assert any(not np.array_equal(runs[0][k], plain[k]) for k in plain)  # the switches do something
+    assert (runs[0][f"landslide/{index['tile_id'].iloc[0]}"][:, 40:] == 0).all()
+
+
+def test_vpe_prototypes_come_from_train_tiles_only():
+    """Test tiles neither update the prototypes nor change any train tile's refined CAM."""
+    tiles, _, _, index = toy_tiles(6)
+    index.loc[index.index[-2:], "split"] = "test"
+    localization = {**LOCALIZATION, **REFINED}
+    state = train_cam_model(tiles, index, localization, ["landslide"], 0, "cpu")[0]
+    before = generate_cams(tiles, index, state, localization, ["landslide"], "cpu")
+    altered = dict(tiles)
+    for tile_id in index["tile_id"].iloc[-2:]:
+        altered[tile_id] = 255 - np.asarray(tiles[tile_id])  # test tiles replaced by other images
+    after = generate_cams(altered, index, state, localization, ["landslide"], "cpu")
+    train_keys = [f"landslide/{t}" for t in index["tile_id"].iloc[:-2]]
+    assert all(np.array_equal(before[k], after[k]) for k in train_keys)
