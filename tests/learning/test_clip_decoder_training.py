@@ -23,10 +23,17 @@ IGNORE = 255
 
 # Example of the `segmentation_training.clip_decoder` section, tiny so tests stay fast.
 TINY_DECODER = {
-    "blocks": "all", "adapter_dim": 8, "decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2,
+    "blocks": "all", "image_size": None, "adapter_dim": 8, "decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2,
     "mlp_ratio": 2.0, "seg_weight": 1.0, "aff_weight": 0.1, "lr": 1e-2, "weight_decay": 1e-3,
     "poly_power": 0.9, "epochs": 3, "batch_size": 2, "feature_batch_size": 3, "feature_cache_dtype": "float32",
 }
+
+
+@pytest.fixture(autouse=True)
+def _own_random_state():
+    """These tests seed torch; the global generator is given back as it was (later modules draw from it)."""
+    with torch.random.fork_rng():
+        yield
 
 
 class FrozenStandIn(nn.Module):

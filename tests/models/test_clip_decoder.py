@@ -8,6 +8,13 @@ import torch
 from wsss_project.models.clip_decoder import ClipDecoder, FeatureAdapter, SelfAttention
 
 
+@pytest.fixture(autouse=True)
+def _own_random_state():
+    """These tests seed torch; the global generator is given back as it was (later modules draw from it)."""
+    with torch.random.fork_rng():
+        yield
+
+
 def _decoder(**overrides) -> ClipDecoder:
     args = {"in_dim": 12, "n_blocks": 3, "n_outputs": 3, "adapter_dim": 8, "decoder_dim": 16,
             "depth": 2, "heads": 4, "mlp_ratio": 2.0, **overrides}

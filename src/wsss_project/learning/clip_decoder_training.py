@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -38,6 +39,7 @@ import torch
 from torch.nn import functional as F
 
 from wsss_project.contracts import IGNORE_INDEX
+from wsss_project.errors import UserInputError
 from wsss_project.learning.cam_training import (
     FLIP_DIMS,
     check_images,
@@ -48,6 +50,7 @@ from wsss_project.learning.cam_training import (
 )
 from wsss_project.learning.segmentation_training import segmentation_loss
 from wsss_project.models.clip_decoder import ClipDecoder, ClipDecoderOutput
+from wsss_project.utils.fingerprint import checkpoint_fingerprint
 from wsss_project.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -59,9 +62,19 @@ ALL_BLOCKS = "all"
 CACHE_DTYPES = MappingProxyType({"float16": torch.float16, "float32": torch.float32})
 CLIP_DECODER_ARCH_KEYS = ("adapter_dim", "decoder_dim", "decoder_depth", "decoder_heads", "mlp_ratio")
 CLIP_DECODER_KEYS = (
-    "blocks", *CLIP_DECODER_ARCH_KEYS, "seg_weight", "aff_weight", "lr", "weight_decay", "poly_power",
-    "epochs", "batch_size", "feature_batch_size", "feature_cache_dtype",
+    "blocks", "image_size", *CLIP_DECODER_ARCH_KEYS, "seg_weight", "aff_weight", "lr", "weight_decay",
+    "poly_power", "epochs", "batch_size", "feature_batch_size", "feature_cache_dtype",
 )
+# The shipped `segmentation_training.clip_decoder` (conf/base/parameters_segmentation_training.yml, which a test
+# keeps equal to this): with model: resunet nothing reads the section, so the schema refuses a value that differs
+# from these (a changed setting that would do nothing). The nodes read the yml's values, never these.
+CLIP_DECODER_DEFAULTS = MappingProxyType({
+    "blocks": ALL_BLOCKS, "image_size": None, "adapter_dim": 256, "decoder_dim": 256, "decoder_depth": 3,
+    "decoder_heads": 8, "mlp_ratio": 4.0, "seg_weight": 1.0, "aff_weight": 0.1, "lr": 2.0e-3, "weight_decay": 1.0e-3,
+    "poly_power": 0.9, "epochs": 10, "batch_size": 4, "feature_batch_size": 8, "feature_cache_dtype": "float16",
+})
+# The CLIP this segmenter runs on: the text_prototype_kb pipeline's (one checkpoint for the whole method).
+CLIP_CHECKPOINT_PARAM = "text_prototype_kb.clip.checkpoint"
 
 # images (B, H, W, 3) uint8 -> the chosen CLIP blocks' maps, each (B, width, h, w), computed without grad.
 FeatureFn = Callable[[np.ndarray], list[torch.Tensor]]
@@ -79,6 +92,71 @@ def select_blocks(setting: Any, n_layers: int) -> list[int]:
             f"(the CLIP has {n_layers} blocks), got {setting!r}"
         )
     return [b - 1 for b in blocks]
+
+
+@dataclass(frozen=True)
+class FrozenClip:
+    """The loaded frozen CLIP, the blocks that feed the adapter, and what identifies them in a saved model."""
+
+    bundle: Any  # foundation.clip.ClipBundle
+    block_indices: list[int]  # 0-based
+    image_size: int
+    backbone: dict[str, Any]  # model_name, checkpoint_sha256, blocks (from 1), image_size
+
+    def features_fn(self, batch_size: int) -> FeatureFn:
+        """The chosen blocks' maps of a batch of tiles (resized to image_size), computed without grad."""
+        from wsss_project.foundation.clip import clip_image_features
+
+        def features(images: np.ndarray) -> list[torch.Tensor]:
+            with torch.no_grad():
+                out = clip_image_features(self.bundle, images, batch_size, self.image_size,
+                                          with_patch_tokens=False, with_block_outputs=True)
+            return [out.block_outputs[i] for i in self.block_indices]
+
+        return features
+
+
+def load_frozen_clip(
+    text_prototype_kb: Mapping[str, Any] | None, params: Mapping[str, Any], device: torch.device,
+) -> FrozenClip:
+    """The frozen CLIP of `text_prototype_kb.clip` and the blocks of `params` (the clip_decoder section).
+
+    Raises UserInputError naming text_prototype_kb.clip.checkpoint when it is not set.
+    """
+    from wsss_project.foundation.clip import load_clip
+
+    clip = (text_prototype_kb or {}).get("clip") or {}
+    if clip.get("checkpoint") is None:
+        raise UserInputError(
+            f"parameter `{CLIP_CHECKPOINT_PARAM}` must be set when segmentation_training.model is clip_decoder "
+            "(the adapter and decoder run on that frozen CLIP; a local file, nothing is downloaded)"
+        )
+    bundle = load_clip(clip["model_name"], clip["checkpoint"], device)
+    block_indices = select_blocks(params["blocks"], bundle.n_layers)
+    image_size = bundle.image_size if params["image_size"] is None else int(params["image_size"])
+    if image_size % bundle.patch_size:
+        raise UserInputError(
+            f"parameter `{SECTION}.image_size` ({image_size}) must be a multiple of the CLIP patch size "
+            f"{bundle.patch_size}"
+        )
+    backbone = {
+        "model_name": str(clip["model_name"]),
+        "checkpoint_sha256": checkpoint_fingerprint(clip["checkpoint"], f"clip:{clip['model_name']}"),
+        "blocks": [i + 1 for i in block_indices],
+        "image_size": image_size,
+    }
+    return FrozenClip(bundle, block_indices, image_size, backbone)
+
+
+def check_same_backbone(saved: Mapping[str, Any], frozen: FrozenClip) -> None:
+    """A saved decoder runs only on the CLIP, blocks and input size it was trained with."""
+    differing = sorted(k for k in frozen.backbone if saved.get(k) != frozen.backbone[k])
+    if differing:
+        raise UserInputError(
+            f"segmentation_model was trained on the CLIP {dict(saved)} but the parameters give "
+            f"{frozen.backbone} (differing: {differing}): set `{CLIP_CHECKPOINT_PARAM}`, "
+            f"`{SECTION}.blocks` and `{SECTION}.image_size` as in training, or train again"
+        )
 
 
 def build_clip_decoder(
