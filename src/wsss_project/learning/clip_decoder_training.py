@@ -87,7 +87,7 @@ def select_blocks(setting: Any, n_layers: int) -> list[int]:
     blocks = list(setting)
     bad = [b for b in blocks if not isinstance(b, int) or not 1 <= b <= n_layers]
     if not blocks or bad or len(set(blocks)) != len(blocks):
-        raise ValueError(
+        raise UserInputError(
             f"parameter `{SECTION}.blocks` must be {ALL_BLOCKS!r} or distinct block numbers 1..{n_layers} "
             f"(the CLIP has {n_layers} blocks), got {setting!r}"
         )
@@ -105,6 +105,7 @@ class FrozenClip:
 
     def features_fn(self, batch_size: int) -> FeatureFn:
         """The chosen blocks' maps of a batch of tiles (resized to image_size), computed without grad."""
+        # Imported here: open_clip takes seconds to import, and the schema imports this module.
         from wsss_project.foundation.clip import clip_image_features
 
         def features(images: np.ndarray) -> list[torch.Tensor]:
@@ -123,6 +124,7 @@ def load_frozen_clip(
 
     Raises UserInputError naming text_prototype_kb.clip.checkpoint when it is not set.
     """
+    # Imported here: open_clip takes seconds to import, and the schema imports this module.
     from wsss_project.foundation.clip import load_clip
 
     clip = (text_prototype_kb or {}).get("clip") or {}
