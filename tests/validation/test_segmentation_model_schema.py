@@ -8,7 +8,9 @@ import pytest
 import yaml
 from test_parameter_schema import _error, _params
 
+from wsss_project.errors import UserInputError
 from wsss_project.learning.clip_decoder_training import CLIP_DECODER_DEFAULTS
+from wsss_project.validation.inputs import check_run_inputs
 from wsss_project.validation.schema import validate_parameters
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
@@ -48,8 +50,23 @@ def test_bad_clip_decoder_settings_are_named(change, named):
     assert named in _error({"segmentation_training": {"model": "clip_decoder", "clip_decoder": change}})
 
 
+def test_the_clip_decoder_without_a_clip_checkpoint_is_an_error_naming_it():
+    message = _error(CLIP)
+    assert "parameter `text_prototype_kb.clip.checkpoint` must be set when segmentation_training.model is clip_decoder" \
+        in message
+    validate_parameters(_params({**CLIP, "text_prototype_kb": {"clip": {"checkpoint": "clip.pt"}}}))
+
+
+def test_a_missing_clip_file_is_named_before_the_run(tmp_path):
+    params = _params({**CLIP, "text_prototype_kb": {"clip": {"checkpoint": str(tmp_path / "absent.pt")}}})
+    with pytest.raises(UserInputError, match="text_prototype_kb.clip.checkpoint"):
+        check_run_inputs(params, {"params:segmentation_training"})
+    check_run_inputs(_params(), {"params:segmentation_training"})  # the ResUNet reads no CLIP
+
+
 def test_the_clip_decoder_is_not_held_to_the_resunets_size_rule():
     # a 120-px tile cannot be halved 4 times, which only the ResUNet needs
-    runtime = {"data": {"tile_size": 120}, "segmentation_training": {"model": "clip_decoder", "crop_size": None}}
+    runtime = {"data": {"tile_size": 120}, "segmentation_training": {"model": "clip_decoder", "crop_size": None},
+               "text_prototype_kb": {"clip": {"checkpoint": "clip.pt"}}}
     validate_parameters(_params(runtime))
     assert "data.tile_size` (120)" in _error({**runtime, "segmentation_training": {"crop_size": None}})

@@ -39,6 +39,8 @@ def check_run_inputs(params: Mapping[str, Any], pipeline_inputs: Collection[str]
     if reads_section(pipeline_inputs, "sam_labeling"):
         check_sam_labeling(params["sam_labeling"])
         check_prompt_ablation(params["sam_labeling"], pipeline_inputs)
+    if reads_section(pipeline_inputs, "segmentation_training"):
+        check_segmentation_model(params["segmentation_training"], params["text_prototype_kb"])
 
 
 def check_device(device: str) -> None:
@@ -95,6 +97,18 @@ def check_sam_labeling(sam_labeling: Mapping[str, Any]) -> None:
     from wsss_project.foundation.sam import check_sam_checkpoint
 
     check_sam_checkpoint(sam["model_type"], sam["checkpoint"])
+
+
+def check_segmentation_model(segmentation_training: Mapping[str, Any], text_prototype_kb: Mapping[str, Any]) -> None:
+    """With `model: clip_decoder`, the CLIP checkpoint of text_prototype_kb.clip holds the declared architecture."""
+    from wsss_project.learning.segmentation_training import CLIP_DECODER
+
+    if segmentation_training["model"] != CLIP_DECODER:
+        return
+    from wsss_project.foundation.clip import check_clip_checkpoint
+
+    clip = text_prototype_kb["clip"]
+    check_clip_checkpoint(clip["model_name"], clip["checkpoint"])
 
 
 def check_prompt_ablation(sam_labeling: Mapping[str, Any], pipeline_inputs: Collection[str]) -> None:

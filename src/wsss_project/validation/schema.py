@@ -621,6 +621,16 @@ class _CrossSectionChecks(Section):
         return self
 
     @model_validator(mode="after")
+    def _clip_decoder_has_its_clip(self) -> _CrossSectionChecks:
+        if self.segmentation_training.model == CLIP_DECODER and self.text_prototype_kb.clip.checkpoint is None:
+            raise ValueError(
+                f"parameter `text_prototype_kb.clip.checkpoint` must be set when segmentation_training.model is "
+                f"{CLIP_DECODER} (its adapter and decoder run on that frozen CLIP; a local file, nothing is "
+                f"downloaded), or use model: {RESUNET}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _training_size_fits_depth(self) -> _CrossSectionChecks:
         training = self.segmentation_training
         if training.model != RESUNET:
