@@ -22,7 +22,7 @@ CLIP_WIDTH = 64
 CLIP_HEAD_WIDTH = 32  # two heads
 CLIP_LAYERS = 2
 CLIP_EMBED_DIM = 32
-CLIP_CONTEXT = 32  # token positions: long enough for the shipped descriptions' first sentences
+CLIP_CONTEXT = 40  # token positions: the shipped descriptions need at most 33
 
 DINO_IMAGE_SIZE = 56
 DINO_PATCH = 14

@@ -13,6 +13,7 @@ from wsss_project.pipelines import (
     sam_labeling,
     segmentation_training,
     supervised_reference,
+    text_prototype_kb,
     threshold_sweep,
 )
 
@@ -35,4 +36,6 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["threshold_sweep"] = threshold_sweep.create_pipeline()
     # Not in __default__: it labels the train tiles once per declared labeller (settings.COMPARISON_VARIANTS).
     pipelines["pseudo_label_comparison"] = pseudo_label_comparison.create_pipeline()
+    # Not in __default__: it needs a CLIP checkpoint, and the default run stays weight-free.
+    pipelines["text_prototype_kb"] = text_prototype_kb.create_pipeline()
     return pipelines

@@ -17,6 +17,8 @@ import pandas as pd
 from wsss_project.errors import UserInputError
 
 PARAMS_PREFIX = "params:"
+# The input of the node that encodes texts with CLIP (text_prototype_kb's encode_class_texts).
+TEXT_ENCODER_INPUT = "class_descriptions"
 
 
 def reads_section(pipeline_inputs: Collection[str], section: str) -> bool:
@@ -39,6 +41,8 @@ def check_run_inputs(params: Mapping[str, Any], pipeline_inputs: Collection[str]
     if reads_section(pipeline_inputs, "sam_labeling"):
         check_sam_labeling(params["sam_labeling"])
         check_prompt_ablation(params["sam_labeling"], pipeline_inputs)
+    if TEXT_ENCODER_INPUT in pipeline_inputs:
+        check_text_encoder(params["text_prototype_kb"]["clip"])
     if reads_section(pipeline_inputs, "segmentation_training"):
         check_segmentation_model(params["segmentation_training"], params["text_prototype_kb"])
 
@@ -99,16 +103,19 @@ def check_sam_labeling(sam_labeling: Mapping[str, Any]) -> None:
     check_sam_checkpoint(sam["model_type"], sam["checkpoint"])
 
 
+def check_text_encoder(clip: Mapping[str, Any]) -> None:
+    """The CLIP checkpoint is set, exists and holds the declared architecture (memory-mapped, no weights loaded)."""
+    from wsss_project.foundation.clip import check_clip_checkpoint
+
+    check_clip_checkpoint(clip["model_name"], clip["checkpoint"])
+
+
 def check_segmentation_model(segmentation_training: Mapping[str, Any], text_prototype_kb: Mapping[str, Any]) -> None:
     """With `model: clip_decoder`, the CLIP checkpoint of text_prototype_kb.clip holds the declared architecture."""
     from wsss_project.learning.segmentation_training import CLIP_DECODER
 
-    if segmentation_training["model"] != CLIP_DECODER:
-        return
-    from wsss_project.foundation.clip import check_clip_checkpoint
-
-    clip = text_prototype_kb["clip"]
-    check_clip_checkpoint(clip["model_name"], clip["checkpoint"])
+    if segmentation_training["model"] == CLIP_DECODER:
+        check_text_encoder(text_prototype_kb["clip"])
 
 
 def check_prompt_ablation(sam_labeling: Mapping[str, Any], pipeline_inputs: Collection[str]) -> None:

@@ -550,6 +550,37 @@ class Reporting(Section):
     sample_seed: NonNegativeInt
 
 
+# --------------------------------------------------------------------------- text_prototype_kb (seed 003)
+
+
+class ClipModel(Section):
+    model_name: Annotated[str, Field(min_length=1)]
+    checkpoint: str | None  # null is rejected before a run that encodes texts (validation/inputs.py)
+    text_batch_size: PositiveInt
+
+
+class DinoModel(Section):
+    path: str | None
+
+
+class TextPrototypeKb(Section):
+    clip: ClipModel
+    dino: DinoModel
+    n_prototypes: PositiveInt
+    kmeans_n_init: PositiveInt
+    top_k: PositiveInt
+    enrichment_weight: NonNegativeFloat
+
+    @model_validator(mode="after")
+    def _top_k_within_prototypes(self) -> TextPrototypeKb:
+        if self.top_k > self.n_prototypes:
+            raise ValueError(
+                f"parameter `text_prototype_kb.top_k` ({self.top_k}) must not exceed "
+                f"text_prototype_kb.n_prototypes ({self.n_prototypes}): eq. 3 keeps K of the B prototypes"
+            )
+        return self
+
+
 # --------------------------------------------------------------------------- sweep variants
 
 class ThresholdVariant(Section):
@@ -586,6 +617,7 @@ SECTIONS: dict[str, Any] = {
     "sam_labeling": SamLabeling,
     "segmentation_training": SegmentationTraining,
     "reporting": Reporting,
+    "text_prototype_kb": TextPrototypeKb,
     "threshold_sweep": dict[str, ThresholdVariant],
     "prompt_ablation": dict[str, AblationVariant],
     "pseudo_label_comparison": dict[str, ComparisonVariant],
