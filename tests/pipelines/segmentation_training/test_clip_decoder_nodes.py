@@ -81,3 +81,15 @@ def test_a_clip_decoder_run_is_deterministic_for_a_seed(clip_files):
             for _ in range(2)]
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0] if k != "_extra_state")
 
+
+
+def test_the_real_frozen_clip_gets_no_gradient_and_keeps_its_weights(clip_files):
+    from wsss_project.learning.clip_decoder_training import load_frozen_clip, train_clip_decoder
+
+    tiles, masks, _, _ = toy_tiles(4)
+    images, labels = np.stack(list(tiles.values())), np.stack(list(masks.values()))
+    frozen = load_frozen_clip(_kb(clip_files), DECODER, torch.device("cpu"))
+    before = {k: v.clone() for k, v in frozen.bundle.model.state_dict().items()}
+    train_clip_decoder(frozen.features_fn(2), images, labels, 2, DECODER, 0, torch.device("cpu"), frozen.backbone)
+    assert all(p.grad is None and not p.requires_grad for p in frozen.bundle.model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in frozen.bundle.model.state_dict().items())
