@@ -36,7 +36,7 @@ PROMPT_GENERATION = {"threshold": 120, "splits": ["train"],
                                  "snap_points_inside": False}}
 # A ResUNet small enough to train on the toy tiles in a second.
 SEGMENTATION = {
-    "base_width": 4, "depth": 2, "epochs": 1, "batch_size": 2, "optimizer": "adamw", "lr": 1e-3,
+    "model": "resunet", "base_width": 4, "depth": 2, "epochs": 1, "batch_size": 2, "optimizer": "adamw", "lr": 1e-3,
     "weight_decay": 1e-4, "dice_weight": 0.5, "augment": True, "crop_size": 32,
     "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "tta_flips": False,
     "inference_batch_size": 2, "refine": "none",

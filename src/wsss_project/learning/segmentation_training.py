@@ -60,6 +60,11 @@ from wsss_project.utils.seed import seed_everything
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "segmentation_training"
+# `segmentation_training.model`: the segmenter trained on the (pseudo-)masks. clip_decoder's training and
+# inference live in learning/clip_decoder_training.py.
+RESUNET = "resunet"
+CLIP_DECODER = "clip_decoder"
+SEGMENTATION_MODELS = (RESUNET, CLIP_DECODER)
 # The `optimizer` choices (the parameter schema offers these names).
 OPTIMIZERS = MappingProxyType({"adam": torch.optim.Adam, "adamw": torch.optim.AdamW})
 SEG_TRAIN_KEYS = (

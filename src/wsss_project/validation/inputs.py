@@ -47,6 +47,8 @@ def check_run_inputs(params: Mapping[str, Any], pipeline_inputs: Collection[str]
         check_prompt_ablation(params["sam_labeling"], pipeline_inputs)
     if TEXT_ENCODER_INPUT in pipeline_inputs:
         check_text_encoder(params["text_prototype_kb"]["clip"])
+    if reads_section(pipeline_inputs, "segmentation_training"):
+        check_segmentation_model(params["segmentation_training"], params["text_prototype_kb"])
 
 
 def check_device(device: str) -> None:
@@ -110,6 +112,14 @@ def check_text_encoder(clip: Mapping[str, Any]) -> None:
     from wsss_project.foundation.clip import check_clip_checkpoint
 
     check_clip_checkpoint(clip["model_name"], clip["checkpoint"])
+
+
+def check_segmentation_model(segmentation_training: Mapping[str, Any], text_prototype_kb: Mapping[str, Any]) -> None:
+    """With `model: clip_decoder`, the CLIP checkpoint of text_prototype_kb.clip holds the declared architecture."""
+    from wsss_project.learning.segmentation_training import CLIP_DECODER
+
+    if segmentation_training["model"] == CLIP_DECODER:
+        check_text_encoder(text_prototype_kb["clip"])
 
 
 def check_prompt_ablation(sam_labeling: Mapping[str, Any], pipeline_inputs: Collection[str]) -> None:

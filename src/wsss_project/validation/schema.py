@@ -40,7 +40,8 @@ from wsss_project.imagery.synthetic import DEFAULT_SYNTHETIC_PARAMS
 from wsss_project.learning.alps import PRETRAIN_ALPS, PRETRAIN_MODES
 from wsss_project.learning.localizers import LOCALIZERS
 from wsss_project.learning.prc import IR_DISTANCES
-from wsss_project.learning.segmentation_training import OPTIMIZERS
+from wsss_project.learning.clip_decoder_training import ALL_BLOCKS, CACHE_DTYPES, CLIP_DECODER_DEFAULTS
+from wsss_project.learning.segmentation_training import CLIP_DECODER, OPTIMIZERS, RESUNET, SEGMENTATION_MODELS
 from wsss_project.models.cam_classifier import _DILATED_STAGES, BACKBONES
 from wsss_project.models.pixel_mil import POOLINGS
 from wsss_project.pipelines.prompt_generation.nodes import AUTO
@@ -503,7 +504,45 @@ class Alps(Section):
     epochs: PositiveInt
 
 
+def _distinct_blocks(blocks: Any) -> Any:
+    if blocks != ALL_BLOCKS and len(set(blocks)) != len(blocks):
+        raise ValueError("must name each CLIP block once")
+    return blocks
+
+
+class ClipDecoder(Section):
+    """Seed 003's adapter + decoder (learning/clip_decoder_training.py); read with model: clip_decoder only."""
+
+    blocks: Annotated[Literal[ALL_BLOCKS] | Annotated[list[PositiveInt], Field(min_length=1)],
+                      AfterValidator(_distinct_blocks), Field(description="counted from 1")]
+    image_size: PositiveInt | None
+    adapter_dim: PositiveInt
+    decoder_dim: PositiveInt
+    decoder_depth: PositiveInt
+    decoder_heads: PositiveInt
+    mlp_ratio: PositiveFloat
+    seg_weight: Annotated[float, Field(gt=0, description="the only loss that trains the class logits")]
+    aff_weight: NonNegativeFloat
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat
+    poly_power: NonNegativeFloat
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    feature_batch_size: PositiveInt
+    feature_cache_dtype: choice(CACHE_DTYPES)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ClipDecoder:
+        if self.decoder_dim % self.decoder_heads:
+            raise ValueError(
+                f"parameter `segmentation_training.clip_decoder.decoder_dim` ({self.decoder_dim}) must be divisible by "
+                f"segmentation_training.clip_decoder.decoder_heads ({self.decoder_heads})"
+            )
+        return self
+
+
 class SegmentationTraining(Section):
+    model: choice(SEGMENTATION_MODELS)
     base_width: PositiveInt
     depth: PositiveInt
     epochs: PositiveInt
@@ -521,6 +560,24 @@ class SegmentationTraining(Section):
     pretrain: choice(PRETRAIN_MODES)
     alps: Alps
     refine: choice(REFINE_MODES)
+    clip_decoder: ClipDecoder
+
+    @model_validator(mode="after")
+    def _settings_of_the_model(self) -> SegmentationTraining:
+        if self.model == CLIP_DECODER and self.pretrain == PRETRAIN_ALPS:
+            raise ValueError(
+                f"parameter `segmentation_training.pretrain` is {PRETRAIN_ALPS}, which pre-trains the ResUNet only, but "
+                f"segmentation_training.model is {CLIP_DECODER}: use pretrain: none, or model: {RESUNET}"
+            )
+        if self.model != CLIP_DECODER:
+            changed = sorted(k for k, v in self.clip_decoder.model_dump().items() if v != CLIP_DECODER_DEFAULTS[k])
+            if changed:
+                raise ValueError(
+                    f"parameter(s) {', '.join(f'`segmentation_training.clip_decoder.{k}`' for k in changed)} changed "
+                    f"from the shipped value, but segmentation_training.model is {self.model}, which does not read "
+                    f"them: set model: {CLIP_DECODER}, or leave clip_decoder as shipped"
+                )
+        return self
 
 
 class Reporting(Section):
@@ -631,8 +688,20 @@ class _CrossSectionChecks(Section):
         return self
 
     @model_validator(mode="after")
+    def _clip_decoder_has_its_clip(self) -> _CrossSectionChecks:
+        if self.segmentation_training.model == CLIP_DECODER and self.text_prototype_kb.clip.checkpoint is None:
+            raise ValueError(
+                f"parameter `text_prototype_kb.clip.checkpoint` must be set when segmentation_training.model is "
+                f"{CLIP_DECODER} (its adapter and decoder run on that frozen CLIP; a local file, nothing is "
+                f"downloaded), or use model: {RESUNET}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _training_size_fits_depth(self) -> _CrossSectionChecks:
         training = self.segmentation_training
+        if training.model != RESUNET:
+            return self  # the clip_decoder takes any tile size (CLIP resizes, the logits are upsampled)
         tile, crop, factor = self.data.tile_size, training.crop_size, 2**training.depth
         size, parameter = (crop, "segmentation_training.crop_size") if crop is not None and crop < tile else (
             tile, "data.tile_size")

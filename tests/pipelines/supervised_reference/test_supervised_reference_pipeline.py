@@ -27,7 +27,7 @@ def _toy_run_inputs():
     return {
         "tiles": tiles, "tile_masks": masks, "tile_index": index, "scenes": scenes,
         "params:segmentation_training": {**SEGMENTATION, "pretrain": "none"}, "params:classes": ["landslide"],
-        "params:seed": 7, "params:device": "cpu",
+        "params:seed": 7, "params:device": "cpu", "params:text_prototype_kb": {},  # no CLIP: the ResUNet
     }
 
 

@@ -1,4 +1,4 @@
-"""segmentation_training: a ResUNet trained on the pseudo-masks, predicting whole test scenes."""
+"""segmentation_training: the segmenter (`model`: ResUNet or the CLIP decoder) trained on the pseudo-masks, predicting whole test scenes."""
 
 from .pipeline import create_pipeline
 

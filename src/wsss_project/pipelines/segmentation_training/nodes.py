@@ -1,5 +1,10 @@
-"""Nodes of segmentation_training: train ResUNet on tile masks (the pseudo-masks here; the true masks in
+"""Nodes of segmentation_training: train the segmenter on tile masks (the pseudo-masks here; the true masks in
 supervised_reference); predict and stitch test scenes.
+
+The segmenter is `segmentation_training.model`: `resunet` (default) or `clip_decoder` (seed 003's adapter and
+decoder on the frozen CLIP of `text_prototype_kb.clip`; learning/clip_decoder_training.py). Both save their
+state_dict as `segmentation_model` (clip_decoder's holds the adapter and decoder only, and names the CLIP it
+needs) and predict every test scene in the same `predictions` contract.
 
 ALPS pre-training (`segmentation_training.pretrain: alps`, seed 002): `cluster_regions` gives every
 train tile a cluster map (learning/alps.py), `pretrain_segmentation_model` trains the ResUNet with
@@ -16,10 +21,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
 import pandas as pd
+import torch
 
 from wsss_project.contracts import (
     BINARY_FOREGROUND_VALUE,
@@ -34,7 +41,16 @@ from wsss_project.contracts import (
 )
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene, stitch_mean
 from wsss_project.learning import alps
+from wsss_project.learning.clip_decoder_training import (
+    build_clip_decoder,
+    check_same_backbone,
+    load_frozen_clip,
+    predict_clip_probabilities,
+    train_clip_decoder,
+)
 from wsss_project.learning.segmentation_training import (
+    CLIP_DECODER,
+    SEGMENTATION_MODELS,
     build_resunet,
     predict_probabilities,
     pretrain_resunet,
@@ -119,32 +135,55 @@ def pretrain_segmentation_model(
     return {k: v.cpu() for k, v in model.body_state_dict().items()}, curves
 
 
+def segmentation_model_kind(segmentation_training: dict) -> str:
+    """`segmentation_training.model`, checked (nodes may run outside a validated `kedro run`)."""
+    kind = segmentation_training["model"]
+    if kind not in SEGMENTATION_MODELS:
+        raise UserInputError(f"parameter `segmentation_training.model` must be one of {list(SEGMENTATION_MODELS)}, got {kind!r}")
+    return kind
+
+
 def train_segmentation_model(
     tiles: Partitions, masks: Partitions, tile_index: pd.DataFrame,
     segmentation_training: dict, classes: list[str], seed: int, device: str,
-    pretrained_body: dict | None = None,
+    text_prototype_kb: dict | None = None, pretrained_body: dict | None = None,
     masks_dataset: str = MASKS_DATASET, history_prefix: str = HISTORY_PREFIX,
 ) -> tuple[dict, pd.DataFrame, dict]:
-    """Train ResUNet on the train tiles' `masks` (255 = ignore, and so is every pixel outside the scene).
+    """Train `segmentation_training.model` on the train tiles' `masks` (255 = ignore, and so is every pixel
+    outside the scene).
 
     segmentation_training passes the pseudo-masks (ground truth is never read there);
     supervised_reference passes the true `tile_masks`. masks_dataset names them in logs and
-    errors; history_prefix prefixes the MLflow training curves. pretrained_body: the ALPS
-    pre-trained body (`pretrain_segmentation_model`); empty or None = seeded random weights.
+    errors; history_prefix prefixes the MLflow training curves. text_prototype_kb: its `clip` section
+    names the frozen CLIP of `model: clip_decoder` (unread by the ResUNet). pretrained_body: the ALPS
+    pre-trained body (`pretrain_segmentation_model`, ResUNet only); empty or None = seeded random weights.
     """
+    kind = segmentation_model_kind(segmentation_training)
     train = tiles_of_split(tile_index, TRAIN_SPLIT)
     tile_ids = train["tile_id"].tolist()
     images = stack_tiles(tiles, tile_ids)
     labels = ignore_outside_scene(stack_tiles(masks, tile_ids, masks_dataset), train)
     logger.info(
-        "Training ResUNet on the `%s` of %d train tiles (%.1f%% foreground, %.1f%% ignored)",
-        masks_dataset, len(tile_ids), 100 * np.mean((labels > 0) & (labels < IGNORE_INDEX)),
+        "Training %s on the `%s` of %d train tiles (%.1f%% foreground, %.1f%% ignored)",
+        kind, masks_dataset, len(tile_ids), 100 * np.mean((labels > 0) & (labels < IGNORE_INDEX)),
         100 * np.mean(labels == IGNORE_INDEX),
     )
-    params = {**segmentation_training, "seed": seed}
-    model, history = train_resunet(images, labels, len(classes) + 1, params, resolve_device(device), pretrained_body)
+    torch_device = resolve_device(device)
+    if kind == CLIP_DECODER:
+        if pretrained_body:
+            raise UserInputError("segmentation_training.pretrain: alps pre-trains the ResUNet only; "
+                                 "segmentation_training.model is clip_decoder")
+        params = segmentation_training[CLIP_DECODER]
+        frozen = load_frozen_clip(text_prototype_kb, params, torch_device)
+        model, history = train_clip_decoder(
+            frozen.features_fn(int(params["feature_batch_size"])), images, labels, len(classes) + 1, params, seed,
+            torch_device, frozen.backbone,
+        )
+    else:
+        params = {**segmentation_training, "seed": seed}
+        model, history = train_resunet(images, labels, len(classes) + 1, params, torch_device, pretrained_body)
     table, curves = history_outputs(history, history_prefix)
-    return {k: v.cpu() for k, v in model.state_dict().items()}, table, curves
+    return {k: v.cpu() if hasattr(v, "cpu") else v for k, v in model.state_dict().items()}, table, curves
 
 
 def encode_prediction(class_index: np.ndarray, n_classes: int) -> np.ndarray:
@@ -154,23 +193,45 @@ def encode_prediction(class_index: np.ndarray, n_classes: int) -> np.ndarray:
     return class_index.astype(np.uint8)
 
 
+def tile_probabilities(
+    segmentation_model: dict, segmentation_training: dict, n_outputs: int, device: torch.device,
+    text_prototype_kb: dict | None = None,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The saved `segmentation_model` as a function: (N, H, W, 3) uint8 tiles -> (N, n_outputs, H, W) softmax.
+
+    clip_decoder reloads the frozen CLIP of `text_prototype_kb.clip` and refuses one other than the CLIP,
+    blocks and input size it was trained with (the state_dict names them).
+    """
+    batch = int(segmentation_training["inference_batch_size"])
+    tta = bool(segmentation_training["tta_flips"])
+    if segmentation_model_kind(segmentation_training) == CLIP_DECODER:
+        params = segmentation_training[CLIP_DECODER]
+        frozen = load_frozen_clip(text_prototype_kb, params, device)
+        check_same_backbone(segmentation_model.get("_extra_state", {}), frozen)
+        decoder = build_clip_decoder(frozen.bundle.width, len(frozen.block_indices), n_outputs, params)
+        decoder.load_state_dict(segmentation_model)
+        decoder.to(device).eval()
+        features = frozen.features_fn(int(params["feature_batch_size"]))
+        return lambda images: predict_clip_probabilities(decoder, features, images, batch, tta)
+    model = build_resunet(n_outputs, segmentation_training)
+    model.load_state_dict(segmentation_model)
+    model.to(device).eval()
+    return lambda images: predict_probabilities(model, images, segmentation_training, device, batch)
+
+
 def predict_scenes(
     tiles: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame, segmentation_model: dict,
-    segmentation_training: dict, classes: list[str], device: str,
+    segmentation_training: dict, classes: list[str], device: str, text_prototype_kb: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """One mask per test scene at its original size: tile probabilities averaged, then argmax."""
-    torch_device = resolve_device(device)
-    model = build_resunet(len(classes) + 1, segmentation_training)
-    model.load_state_dict(segmentation_model)
-    model.to(torch_device).eval()
-    batch = int(segmentation_training["inference_batch_size"])
+    probabilities = tile_probabilities(
+        segmentation_model, segmentation_training, len(classes) + 1, resolve_device(device), text_prototype_kb
+    )
     test_tiles = tiles_of_split(tile_index, TEST_SPLIT)
     predictions, started = {}, time.perf_counter()
     for scene in scenes[scenes["split"] == TEST_SPLIT].itertuples(index=False):
         scene_tiles = test_tiles[test_tiles["scene_id"] == scene.scene_id]
-        probs = predict_probabilities(
-            model, stack_tiles(tiles, scene_tiles["tile_id"].tolist()), segmentation_training, torch_device, batch
-        )
+        probs = probabilities(stack_tiles(tiles, scene_tiles["tile_id"].tolist()))
         windows = [TileWindow(t.row, t.col, t.height, t.width) for t in scene_tiles.itertuples(index=False)]
         # Channels last, so stitch_mean averages each class's probability over overlapping tiles.
         stitched = stitch_mean(zip(windows, probs.transpose(0, 2, 3, 1), strict=True), scene.height, scene.width)

@@ -22,7 +22,8 @@ UNREFINED = "unrefined_predictions"  # the ResUNet's scene predictions before se
 def training_pipeline(
     masks: str = MASKS_DATASET, history_prefix: str = HISTORY_PREFIX, pretrained_body: str | None = None,
 ) -> Pipeline:
-    """Train ResUNet on the train tiles' `masks` and predict the test scenes.
+    """Train `segmentation_training.model` (ResUNet or the CLIP decoder, whose frozen CLIP is
+    `text_prototype_kb.clip`) on the train tiles' `masks` and predict the test scenes.
 
     `masks` names the dataset the model learns from (in the node's inputs and in its log and
     errors); `history_prefix` prefixes the MLflow training curves; `pretrained_body` names the
@@ -39,15 +40,15 @@ def training_pipeline(
         [
             node(
                 train,
-                ["tiles", masks, "tile_index", "params:segmentation_training",
-                 "params:classes", "params:seed", "params:device", *([pretrained_body] if pretrained_body else [])],
+                ["tiles", masks, "tile_index", "params:segmentation_training", "params:classes", "params:seed",
+                 "params:device", "params:text_prototype_kb", *([pretrained_body] if pretrained_body else [])],
                 ["segmentation_model", "segmentation_training_history", "segmentation_training_curves"],
                 name="train_segmentation_model",
             ),
             node(
                 predict_scenes,
                 ["tiles", "tile_index", "scenes", "segmentation_model", "params:segmentation_training",
-                 "params:classes", "params:device"],
+                 "params:classes", "params:device", "params:text_prototype_kb"],
                 "predictions",
                 name="predict_scenes",
             ),

@@ -9,8 +9,9 @@ HISTORY_PREFIX = "supervised_reference_training"
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """The same nodes, parameters and seed as segmentation_training, fed `tile_masks`; only the
-    datasets it writes are renamed, so the two models sit side by side."""
+    """The same nodes, parameters and seed as segmentation_training (so the same model kind,
+    `segmentation_training.model`, for a like-for-like ceiling), fed `tile_masks`; only the datasets
+    it writes are renamed, so the two models sit side by side."""
     return pipeline(
         training_pipeline(masks="tile_masks", history_prefix=HISTORY_PREFIX),
         namespace=NAMESPACE,
@@ -21,5 +22,6 @@ def create_pipeline(**kwargs) -> Pipeline:
             "segmentation_training_curves": "supervised_training_curves",
             "predictions": "supervised_predictions",
         },
-        parameters={"params:segmentation_training", "params:classes", "params:seed", "params:device"},
+        parameters={"params:segmentation_training", "params:classes", "params:seed", "params:device",
+                    "params:text_prototype_kb"},
     )
