@@ -17,7 +17,13 @@ import torch
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from test_run import STAGES, TINY_PARAMS
-from tiny_foundation import CLIP_IMAGE_SIZE, CLIP_LAYERS, DINO_IMAGE_SIZE, write_tiny_clip, write_tiny_dino
+from tiny_foundation import (
+    CLIP_IMAGE_SIZE,
+    CLIP_LAYERS,
+    DINO_IMAGE_SIZE,
+    write_tiny_clip,
+    write_tiny_dino,
+)
 
 from wsss_project.datasets.png_array import read_png
 from wsss_project.errors import UserInputError

@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tiny_foundation import CLIP_EMBED_DIM, CLIP_LAYERS, DINO_HIDDEN, write_tiny_clip, write_tiny_dino
+from tiny_foundation import (
+    CLIP_EMBED_DIM,
+    CLIP_LAYERS,
+    DINO_HIDDEN,
+    write_tiny_clip,
+    write_tiny_dino,
+)
 from toy_tiles import PRC_OFF, toy_tiles
 
 from wsss_project.errors import UserInputError

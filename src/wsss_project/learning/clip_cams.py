@@ -58,7 +58,7 @@ def class_text_embeddings(params: Mapping[str, Any]) -> np.ndarray:
     table, classes = context["text_prototypes"], context["classes"]
     if table is None or len(table) == 0:
         raise UserInputError(f"localization.method: clip needs the class text prototypes (`text_prototypes`): {RUN_KB}")
-    by_class = {name: np.asarray(row, dtype=np.float32) for name, row in zip(table[CLASS_COLUMN], table[EMBEDDING_COLUMN])}
+    by_class = {name: np.asarray(row, dtype=np.float32) for name, row in zip(table[CLASS_COLUMN], table[EMBEDDING_COLUMN], strict=True)}
     missing = [name for name in classes if name not in by_class]
     if missing:
         raise UserInputError(

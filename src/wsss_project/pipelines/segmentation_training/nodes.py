@@ -39,6 +39,7 @@ from wsss_project.contracts import (
     TRAIN_SPLIT,
     cam_key,
 )
+from wsss_project.errors import UserInputError
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene, stitch_mean
 from wsss_project.learning import alps
 from wsss_project.learning.clip_decoder_training import (
