@@ -19,6 +19,7 @@ from kedro.io import MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_mlflow.io.metrics import MlflowMetricsHistoryDataset
 from test_run import TINY_PARAMS
+from tiny_foundation import write_tiny_clip
 
 import wsss_project
 from wsss_project.hooks import RESOLVED_PARAMS
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.slow  # about 90 s on 2 CPU cores: eleven KedroSession 
 # One GrabCut iteration: the sweep labels the train tiles 16 times.
 REGISTRY_PARAMS = {**TINY_PARAMS, "sam_labeling": {"grabcut": {"iterations": 1}}}
 PIPELINE_NAMES = list(register_pipelines())
+NEEDS_CLIP = "text_prototype_kb"  # stops before any node without a CLIP checkpoint: given a tiny random one
 
 
 class SavedDatasets:
@@ -42,10 +44,17 @@ class SavedDatasets:
         self.names.add(dataset_name)
 
 
+def _runtime_params(project, pipeline_name: str) -> dict:
+    if pipeline_name != NEEDS_CLIP:
+        return REGISTRY_PARAMS
+    config, checkpoint = write_tiny_clip(project / "tiny_clip")
+    return {**REGISTRY_PARAMS, "text_prototype_kb": {"clip": {"model_name": str(config), "checkpoint": str(checkpoint)}}}
+
+
 def _run(project, pipeline_name: str) -> tuple[set[str], str]:
     """(names of the datasets saved, session id) of one `kedro run --pipeline <name>`."""
     saved = SavedDatasets()
-    with KedroSession.create(project_path=project, runtime_params=REGISTRY_PARAMS) as session:
+    with KedroSession.create(project_path=project, runtime_params=_runtime_params(project, pipeline_name)) as session:
         session._hook_manager.register(saved)  # Kedro has no public way to add a hook to one session
         session.run(pipeline_names=[pipeline_name], runner=SequentialRunner())
         return saved.names, session.session_id

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from tiny_foundation import (
     CLIP_EMBED_DIM,
     CLIP_IMAGE_SIZE,
@@ -16,6 +15,7 @@ from tiny_foundation import (
     build_tiny_clip,
     write_tiny_clip,
 )
+
 from wsss_project.errors import UserInputError
 from wsss_project.foundation.clip import (
     CHECKPOINT_PARAM,
@@ -85,7 +85,7 @@ def test_feature_shapes_and_the_final_block_matches_open_clip(bundle):
         out = reference.forward_intermediates(pixels)
         reference.output_tokens = True
         pooled, tokens = reference(pixels)
-    for mine, theirs in zip(feats.block_outputs, out["image_intermediates"]):
+    for mine, theirs in zip(feats.block_outputs, out["image_intermediates"], strict=True):
         torch.testing.assert_close(mine, theirs)
     expected_tokens = (tokens @ reference.proj).transpose(1, 2).reshape(3, CLIP_EMBED_DIM, GRID, GRID)
     torch.testing.assert_close(feats.patch_tokens, expected_tokens)

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_foundation import (
+    DINO_HIDDEN,
+    DINO_IMAGE_SIZE,
+    DINO_LAYERS,
+    DINO_PATCH,
+    build_tiny_dino,
+    write_tiny_dino,
+)
 
-from tiny_foundation import DINO_HIDDEN, DINO_IMAGE_SIZE, DINO_LAYERS, DINO_PATCH, build_tiny_dino, write_tiny_dino
 from wsss_project.errors import UserInputError
 from wsss_project.foundation.clip import preprocess_images
 from wsss_project.foundation.dino import PATH_PARAM, dino_features, load_dino
@@ -42,7 +49,7 @@ def test_patch_tokens_equal_the_in_memory_model(bundle):
     expected = out.last_hidden_state[:, 1:].transpose(1, 2).reshape(3, DINO_HIDDEN, GRID, GRID)
     torch.testing.assert_close(feats.patch_tokens, expected)
     assert len(feats.attentions) == DINO_LAYERS
-    for mine, theirs in zip(feats.attentions, out.attentions):
+    for mine, theirs in zip(feats.attentions, out.attentions, strict=True):
         assert mine.shape == (3, GRID * GRID, GRID * GRID)
         torch.testing.assert_close(mine.sum(-1), torch.ones(3, GRID * GRID))
         patches = theirs.mean(1)[:, 1:, 1:]

@@ -27,7 +27,7 @@ TEMPLATES = pd.DataFrame({"class": ["a", "b"], "template": ["image of a", "image
 def test_centroids_say_what_each_prototype_gathers():
     centroids = cluster_text_prototypes(KB, PARAMS, seed=0)
     assert centroids["prototype"].tolist() == [0, 1, 2]
-    rows = {tuple(np.round(e, 6)): r for e, r in zip(centroids["embedding"], centroids.itertuples())}
+    rows = {tuple(np.round(e, 6)): r for e, r in zip(centroids["embedding"], centroids.itertuples(), strict=True)}
     assert rows[(1.0, 0.0)].dominant_class == "a" and rows[(1.0, 0.0)].dominant_share == 1.0
     assert rows[(-1.0, 0.0)].n_descriptions == 2 and rows[(-1.0, 0.0)].dominant_share == 0.5
     assert rows[(0.0, 1.0)].dominant_class == "b"

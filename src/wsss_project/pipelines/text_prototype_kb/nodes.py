@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -99,7 +100,7 @@ def enrich_class_embeddings(
     prototype_ids = text_prototype_centroids[PROTOTYPE].to_numpy()
     rows = []
     templates = embeddings_of(class_template_embeddings)
-    for name, text, template in zip(class_template_embeddings[CLASS], class_template_embeddings[TEMPLATE], templates):
+    for name, text, template in zip(class_template_embeddings[CLASS], class_template_embeddings[TEMPLATE], templates, strict=True):
         enriched, ids, weights = enrich(template, centroids, params["top_k"], params["enrichment_weight"])
         rows.append({
             CLASS: name,

@@ -6,7 +6,12 @@ default run stays weight-free.
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import cluster_text_prototypes, encode_class_texts, enrich_class_embeddings, plot_text_prototypes
+from .nodes import (
+    cluster_text_prototypes,
+    encode_class_texts,
+    enrich_class_embeddings,
+    plot_text_prototypes,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
