@@ -454,6 +454,9 @@ def clip_image_features(
         done = min(start + batch_size, len(images))
         logger.debug("CLIP features: %d/%d tiles, %.2f tiles/s", done, len(images),
                      done / max(time.perf_counter() - started, np.finfo(float).eps))
+    seconds = time.perf_counter() - started
+    logger.info("CLIP features of %d tiles in %.1f s (%.2f tiles/s)", len(images), seconds,
+                len(images) / max(seconds, np.finfo(float).eps))
     n_blocks = bundle.n_layers
     return ClipImageFeatures(
         patch_tokens=torch.cat(tokens) if with_patch_tokens else None,

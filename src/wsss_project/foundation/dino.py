@@ -59,7 +59,10 @@ def _input_statistics(directory: Path) -> tuple[tuple[float, ...], tuple[float, 
     config_file = directory / _PREPROCESSOR_FILE
     if not config_file.is_file():
         return tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
-    config = json.loads(config_file.read_text())
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserInputError(f"{config_file} (parameter `{PATH_PARAM}`) is not readable JSON: {err}") from err
     return (tuple(config.get("image_mean", IMAGENET_DEFAULT_MEAN)),
             tuple(config.get("image_std", IMAGENET_DEFAULT_STD)))
 
@@ -155,6 +158,9 @@ def dino_features(
         done = min(start + batch_size, len(images))
         logger.debug("DINOv2 features: %d/%d tiles, %.2f tiles/s", done, len(images),
                      done / max(time.perf_counter() - started, np.finfo(float).eps))
+    seconds = time.perf_counter() - started
+    logger.info("DINOv2 features of %d tiles in %.1f s (%.2f tiles/s)", len(images), seconds,
+                len(images) / max(seconds, np.finfo(float).eps))
     return DinoFeatures(
         patch_tokens=torch.cat(tokens),
         attentions=[torch.cat([a[i] for a in attentions]) for i in range(bundle.n_layers)] if with_attentions else None,

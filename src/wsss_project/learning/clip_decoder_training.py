@@ -75,6 +75,9 @@ CLIP_DECODER_DEFAULTS = MappingProxyType({
 })
 # The CLIP this segmenter runs on: the text_prototype_kb pipeline's (one checkpoint for the whole method).
 CLIP_CHECKPOINT_PARAM = "text_prototype_kb.clip.checkpoint"
+CLIP_FINGERPRINT_KIND = "clip"  # the model_type salt of utils/fingerprint.checkpoint_fingerprint
+# What a saved decoder must find again at prediction (its extra state also records the model_name).
+BACKBONE_MATCH_KEYS = ("checkpoint_sha256", "blocks", "image_size")
 
 # images (B, H, W, 3) uint8 -> the chosen CLIP blocks' maps, each (B, width, h, w), computed without grad.
 FeatureFn = Callable[[np.ndarray], list[torch.Tensor]]
@@ -143,7 +146,8 @@ def load_frozen_clip(
         )
     backbone = {
         "model_name": str(clip["model_name"]),
-        "checkpoint_sha256": checkpoint_fingerprint(clip["checkpoint"], f"clip:{clip['model_name']}"),
+        # The weights' content identifies the CLIP (model_name may be a config path that moves).
+        "checkpoint_sha256": checkpoint_fingerprint(clip["checkpoint"], CLIP_FINGERPRINT_KIND),
         "blocks": [i + 1 for i in block_indices],
         "image_size": image_size,
     }
@@ -152,7 +156,7 @@ def load_frozen_clip(
 
 def check_same_backbone(saved: Mapping[str, Any], frozen: FrozenClip) -> None:
     """A saved decoder runs only on the CLIP, blocks and input size it was trained with."""
-    differing = sorted(k for k in frozen.backbone if saved.get(k) != frozen.backbone[k])
+    differing = [k for k in BACKBONE_MATCH_KEYS if saved.get(k) != frozen.backbone[k]]
     if differing:
         raise UserInputError(
             f"segmentation_model was trained on the CLIP {dict(saved)} but the parameters give "
