@@ -17,6 +17,7 @@ import torch
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from test_run import STAGES, TINY_PARAMS
+from test_run_clip_decoder import TINY_DECODER
 from tiny_foundation import (
     CLIP_IMAGE_SIZE,
     CLIP_LAYERS,
@@ -62,6 +63,9 @@ def _params(tmp_path: Path) -> dict:
         "usr": {"enabled": True, "attention_layers": CLIP_LAYERS},
         "vpe": {"enabled": True},
     }
+    # Issue 9's whole chain: CLIP CAMs refined by USR + VPE, then the CLIP adapter + decoder segmenter.
+    params["segmentation_training"] = {**params["segmentation_training"], "model": "clip_decoder",
+                                       "clip_decoder": {**TINY_DECODER, "image_size": CLIP_IMAGE_SIZE}}
     return params
 
 
@@ -96,7 +100,14 @@ def test_clip_localization_with_usr_and_vpe_runs_end_to_end(project_copy, tmp_pa
     metrics = json.loads(_latest(data / "08_reporting" / "metrics.json").read_text())
     assert set(metrics) >= set(STAGES)
     assert all(np.isfinite(metrics[stage]["iou"]) for stage in STAGES if "iou" in metrics[stage])
+    scenes = pd.read_parquet(_latest(data / "02_intermediate" / "scenes.parquet"))
+    for scene in scenes[scenes.split == "test"].itertuples():
+        prediction = read_png(data / "07_model_output" / "predictions" / f"{scene.scene_id}.png")
+        assert prediction.shape == (scene.height, scene.width) and set(np.unique(prediction)) <= {0, 255}
+    segmenter = torch.load(_latest(data / "06_models" / "segmentation_model.pt"), weights_only=True)
+    assert "adapter" in {key.split(".")[0] for key in segmenter}  # the clip_decoder, not the ResUNet
     mlflow.set_tracking_uri(f"sqlite:///{project_copy / 'mlflow.db'}")
     run = mlflow.search_runs(experiment_names=["wsss_project"]).iloc[0]
     assert run["params.localization.method"] == "clip"
     assert (run["params.localization.usr.enabled"], run["params.localization.vpe.enabled"]) == ("True", "True")
+    assert run["params.segmentation_training.model"] == "clip_decoder"
