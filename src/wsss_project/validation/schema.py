@@ -37,10 +37,19 @@ from wsss_project.geometry.prompts import RETRIEVAL_MODES
 from wsss_project.geometry.thresholds import THRESHOLD_RULES
 from wsss_project.imagery.synthetic import DEFAULT_SYNTHETIC_PARAMS
 from wsss_project.learning.alps import PRETRAIN_ALPS, PRETRAIN_MODES
+from wsss_project.learning.clip_decoder_training import (
+    ALL_BLOCKS,
+    CACHE_DTYPES,
+    CLIP_DECODER_DEFAULTS,
+)
 from wsss_project.learning.localizers import LOCALIZERS
 from wsss_project.learning.prc import IR_DISTANCES
-from wsss_project.learning.clip_decoder_training import ALL_BLOCKS, CACHE_DTYPES, CLIP_DECODER_DEFAULTS
-from wsss_project.learning.segmentation_training import CLIP_DECODER, OPTIMIZERS, RESUNET, SEGMENTATION_MODELS
+from wsss_project.learning.segmentation_training import (
+    CLIP_DECODER,
+    OPTIMIZERS,
+    RESUNET,
+    SEGMENTATION_MODELS,
+)
 from wsss_project.models.cam_classifier import _DILATED_STAGES, BACKBONES
 from wsss_project.models.pixel_mil import POOLINGS
 from wsss_project.pipelines.prompt_generation.nodes import AUTO

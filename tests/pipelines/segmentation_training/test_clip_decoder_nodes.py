@@ -10,7 +10,10 @@ from tiny_foundation import CLIP_LAYERS, CLIP_WIDTH, write_tiny_clip
 from toy_tiles import SEGMENTATION, toy_tiles
 
 from wsss_project.errors import UserInputError
-from wsss_project.pipelines.segmentation_training.nodes import predict_scenes, train_segmentation_model
+from wsss_project.pipelines.segmentation_training.nodes import (
+    predict_scenes,
+    train_segmentation_model,
+)
 
 DECODER = {
     "blocks": "all", "image_size": None, "adapter_dim": 8, "decoder_dim": 16, "decoder_depth": 1,
