@@ -5,7 +5,8 @@ DINOv2 ViT-B/14 (transformers' default Dinov2Config) are built with random weigh
 back through `text_prototype_kb.clip.checkpoint` / `text_prototype_kb.dino.path` as a user's would be.
 The run is the chain a user runs: text_prototype_kb, then data_preparation -> localization (method
 clip, USR with CLIP attentions + DINOv2, VPE) -> prompt_generation -> sam_labeling (GrabCut) ->
-segmentation_training (clip_decoder) -> evaluation, on the first WSSS_BENCH_SCENES (default 3) scenes
+segmentation_training (clip_decoder) -> supervised_reference (the same model on the masks) ->
+evaluation, on the first WSSS_BENCH_SCENES (default 3) scenes
 of each source of landslide_real. Quality figures from random weights mean nothing and are not
 printed; only seconds, per stage and per tile (the stage's tiles: all tiles for localization, train
 tiles for labelling; segmentation_training trains on the train tiles and predicts the test scenes, so
@@ -62,11 +63,12 @@ def test_clip_chain_seconds_per_tile(real_data, tmp_path):
         "segmentation_training": {"model": "clip_decoder", "clip_decoder": {"epochs": DECODER_EPOCHS}},
     }
     stages = ["text_prototype_kb", "data_preparation", "localization", "prompt_generation", "sam_labeling",
-              "segmentation_training", "evaluation"]
+              "segmentation_training", "supervised_reference", "evaluation"]
     seconds = run_stages(workdir, stages, params)
     index = latest_parquet(workdir / "data" / "02_intermediate" / "tile_index.parquet")
     n_all, n_train = len(index), int((index["split"] == "train").sum())
-    tiles_of = {"localization": n_all, "sam_labeling": n_train, "segmentation_training": n_all}
+    tiles_of = {"localization": n_all, "sam_labeling": n_train, "segmentation_training": n_all,
+                "supervised_reference": n_all}
     print(f"\nseed 003 chain at full size (random {CLIP_NAME} + DINOv2-B/14), {n_all} tiles ({n_train} train), "
           f"{torch.get_num_threads()} torch threads, params {json.dumps(params['localization'])}, "
           f"clip_decoder {DECODER_EPOCHS} epochs")
