@@ -64,7 +64,8 @@ def _params(tmp_path: Path) -> dict:
         "vpe": {"enabled": True},
     }
     # Issue 9's whole chain: CLIP CAMs refined by USR + VPE, then the CLIP adapter + decoder segmenter.
-    params["segmentation_training"] = {**params["segmentation_training"], "model": "clip_decoder",
+    # Not TINY's ResUNet keys: clip_decoder does not read them, so the schema refuses them.
+    params["segmentation_training"] = {"model": "clip_decoder",
                                        "clip_decoder": {**TINY_DECODER, "image_size": CLIP_IMAGE_SIZE}}
     return params
 

@@ -10,6 +10,7 @@ from test_parameter_schema import _error, _params
 
 from wsss_project.errors import UserInputError
 from wsss_project.learning.clip_decoder_training import CLIP_DECODER_DEFAULTS
+from wsss_project.learning.segmentation_training import RESUNET_ONLY_DEFAULTS
 from wsss_project.validation.inputs import check_run_inputs
 from wsss_project.validation.schema import validate_parameters
 
@@ -21,6 +22,18 @@ def test_the_shipped_clip_decoder_section_is_the_one_the_schema_compares_with():
     shipped = yaml.safe_load((CONF / "parameters_segmentation_training.yml").read_text())
     assert shipped["segmentation_training"]["clip_decoder"] == dict(CLIP_DECODER_DEFAULTS)
     assert shipped["segmentation_training"]["model"] == "resunet"
+
+
+def test_the_shipped_resunet_keys_are_the_ones_the_schema_compares_with():
+    shipped = yaml.safe_load((CONF / "parameters_segmentation_training.yml").read_text())["segmentation_training"]
+    assert {key: shipped[key] for key in RESUNET_ONLY_DEFAULTS} == dict(RESUNET_ONLY_DEFAULTS)
+
+
+@pytest.mark.parametrize("change", [{"epochs": 3}, {"lr": 0.01}, {"base_width": 8}, {"image_mean": [0.5, 0.5, 0.5]}])
+def test_a_resunet_setting_changed_while_the_clip_decoder_trains_is_an_error_naming_it(change):
+    key = next(iter(change))
+    message = _error({"segmentation_training": {"model": "clip_decoder", **change}})
+    assert f"`segmentation_training.{key}`" in message and "model is clip_decoder" in message
 
 
 @pytest.mark.parametrize("change", [{"epochs": 3}, {"blocks": [12]}, {"aff_weight": 0.0}, {"image_size": 320}])
@@ -66,7 +79,7 @@ def test_a_missing_clip_file_is_named_before_the_run(tmp_path):
 
 def test_the_clip_decoder_is_not_held_to_the_resunets_size_rule():
     # a 120-px tile cannot be halved 4 times, which only the ResUNet needs
-    runtime = {"data": {"tile_size": 120}, "segmentation_training": {"model": "clip_decoder", "crop_size": None},
+    runtime = {"data": {"tile_size": 120}, "segmentation_training": {"model": "clip_decoder"},
                "text_prototype_kb": {"clip": {"checkpoint": "clip.pt"}}}
-    validate_parameters(_params(runtime))
+    validate_parameters(_params(runtime))  # the shipped crop_size (128) is unread by the clip_decoder
     assert "data.tile_size` (120)" in _error({**runtime, "segmentation_training": {"crop_size": None}})

@@ -65,6 +65,15 @@ NAMESPACE = "segmentation_training"
 RESUNET = "resunet"
 CLIP_DECODER = "clip_decoder"
 SEGMENTATION_MODELS = (RESUNET, CLIP_DECODER)
+# The shipped values of the `segmentation_training` keys only the ResUNet reads (conf/base/
+# parameters_segmentation_training.yml, which a test keeps equal to this): with model: clip_decoder the
+# schema refuses a value that differs from these (a changed setting that would do nothing; clip_decoder
+# has its own epochs, lr, batch_size, ... in its section). The nodes read the yml's values, never these.
+RESUNET_ONLY_DEFAULTS = MappingProxyType({
+    "base_width": 16, "depth": 4, "epochs": 10, "batch_size": 8, "optimizer": "adamw", "lr": 1.0e-3,
+    "weight_decay": 1.0e-4, "dice_weight": 0.0, "augment": True, "crop_size": 128,
+    "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+})
 # The `optimizer` choices (the parameter schema offers these names).
 OPTIMIZERS = MappingProxyType({"adam": torch.optim.Adam, "adamw": torch.optim.AdamW})
 SEG_TRAIN_KEYS = (

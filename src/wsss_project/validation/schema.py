@@ -49,6 +49,7 @@ from wsss_project.learning.segmentation_training import (
     CLIP_DECODER,
     OPTIMIZERS,
     RESUNET,
+    RESUNET_ONLY_DEFAULTS,
     SEGMENTATION_MODELS,
 )
 from wsss_project.models.cam_classifier import _DILATED_STAGES, BACKBONES
@@ -550,6 +551,13 @@ class ClipDecoder(Section):
         return self
 
 
+def _differs(value: Any, shipped: Any) -> bool:
+    """A parameter value against its shipped one; sequences compare element-wise (YAML lists, pydantic tuples)."""
+    if isinstance(shipped, list):
+        return list(value) != shipped
+    return value != shipped
+
+
 class SegmentationTraining(Section):
     model: choice(SEGMENTATION_MODELS)
     base_width: PositiveInt
@@ -578,6 +586,15 @@ class SegmentationTraining(Section):
                 f"parameter `segmentation_training.pretrain` is {PRETRAIN_ALPS}, which pre-trains the ResUNet only, but "
                 f"segmentation_training.model is {CLIP_DECODER}: use pretrain: none, or model: {RESUNET}"
             )
+        if self.model == CLIP_DECODER:
+            dumped = self.model_dump()
+            unread = sorted(k for k, v in RESUNET_ONLY_DEFAULTS.items() if _differs(dumped[k], v))
+            if unread:
+                raise ValueError(
+                    f"parameter(s) {', '.join(f'`segmentation_training.{k}`' for k in unread)} changed from the "
+                    f"shipped value, but segmentation_training.model is {CLIP_DECODER}, which reads its own "
+                    f"`segmentation_training.clip_decoder` settings: set those, or model: {RESUNET}"
+                )
         if self.model != CLIP_DECODER:
             changed = sorted(k for k, v in self.clip_decoder.model_dump().items() if v != CLIP_DECODER_DEFAULTS[k])
             if changed:
