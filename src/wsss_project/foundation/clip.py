@@ -36,6 +36,7 @@ from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, SimpleTokenizer
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
 from wsss_project.errors import UserInputError
+from wsss_project.foundation.state_dicts import first_keys, state_dict_problems
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ _UNSUPPORTED_CONFIG_KEYS = {
 }
 _CHECKPOINT_WRAPPER_KEY = "state_dict"  # open_clip's training checkpoints: {"epoch", "state_dict", ...}
 _DATA_PARALLEL_PREFIX = "module."
-_KEYS_SHOWN = 3
 _UINT8_MAX = float(np.iinfo(np.uint8).max)
 
 
@@ -182,32 +182,17 @@ def read_clip_state_dict(path: Path, mmap: bool = False) -> dict[str, torch.Tens
     return state
 
 
-def _first(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_KEYS_SHOWN])
-    return shown + (f" (+{len(keys) - _KEYS_SHOWN} more)" if len(keys) > _KEYS_SHOWN else "")
-
-
 def _check_state_dict(
     state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path, model_name: str
 ) -> None:
     """Fail, naming file and parameters, unless `state` has exactly the tensors (names, shapes) of `expected`."""
     missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items() if k in state and state[k].shape != v.shape
-    ]
     if len(missing) == len(expected):
         raise UserInputError(
             f"CLIP checkpoint {path} (parameter `{CHECKPOINT_PARAM}`) matches none of the "
-            f"{len(expected)} tensors of `{MODEL_NAME_PARAM}` {model_name!r} (file has e.g. {_first(list(state))})"
+            f"{len(expected)} tensors of `{MODEL_NAME_PARAM}` {model_name!r} (file has e.g. {first_keys(list(state))})"
         )
-    problems = [
-        f"{len(keys)} {what}: {_first(keys)}"
-        for what, keys in (("missing tensors", missing), ("unexpected tensors", unexpected),
-                           ("shape mismatches (file vs model)", mismatched))
-        if keys
-    ]
+    problems = state_dict_problems(state, expected)
     if problems:
         raise UserInputError(
             f"CLIP checkpoint {path} (parameter `{CHECKPOINT_PARAM}`) does not hold a "

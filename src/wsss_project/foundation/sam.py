@@ -16,12 +16,12 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 
 from wsss_project.errors import UserInputError
+from wsss_project.foundation.state_dicts import state_dict_problems
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PARAM = "sam_labeling.sam.checkpoint"
 MODEL_TYPE_PARAM = "sam_labeling.sam.model_type"
-_KEYS_SHOWN = 3
 
 
 def _checkpoint_path(model_type: str, checkpoint: str | Path | None) -> Path:
@@ -63,29 +63,13 @@ def read_sam_state_dict(path: Path, mmap: bool = False) -> dict[str, torch.Tenso
     return state
 
 
-def _first(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_KEYS_SHOWN])
-    return shown + (f" (+{len(keys) - _KEYS_SHOWN} more)" if len(keys) > _KEYS_SHOWN else "")
-
-
 def check_sam_checkpoint(model_type: str, checkpoint: str | Path | None) -> None:
     """Fail, naming the file and parameter, unless `checkpoint` holds SAM's `model_type` weights."""
     path = _checkpoint_path(model_type, checkpoint)
     state = read_sam_state_dict(path, mmap=True)
     with torch.device("meta"):  # the architecture's names and shapes, without memory for weights
         expected = sam_model_registry[model_type](checkpoint=None).state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    problems = [
-        f"{len(keys)} {what}: {_first(keys)}"
-        for what, keys in (("missing tensors", missing), ("unexpected tensors", unexpected),
-                           ("shape mismatches (file vs model)", mismatched))
-        if keys
-    ]
+    problems = state_dict_problems(state, expected)
     if problems:
         raise UserInputError(
             f"SAM checkpoint {path} (parameter `{CHECKPOINT_PARAM}`) does not hold a SAM "
