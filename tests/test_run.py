@@ -158,9 +158,9 @@ PRC_ON = {"ir_loss": {"weight": 0.5, "decoder_width": 8},
 TINY_CAM_CLASSIFIER = {"method": "cam_classifier", "epochs": 1, "base_width": 8, "batch_size": 8}
 
 
-@pytest.mark.parametrize("method", ["mil", "cam_classifier"])
-def test_a_run_with_ir_loss_and_prc_module_on_writes_cams_in_the_contract(project_copy, method):
-    localization = {**TINY_PARAMS["localization"], **PRC_ON, **(TINY_CAM_CLASSIFIER if method == "cam_classifier" else {})}
+def _run_with_cams_in_the_contract(project_copy: Path, localization: dict) -> Path:
+    """A TINY run with these `localization` settings; checks the `cams` contract (uint8, tile-sized, 0
+    outside the scene) and that every metrics stage is written; returns the run's data folder."""
     bootstrap_project(project_copy)
     with KedroSession.create(project_path=project_copy,
                              runtime_params={**TINY_PARAMS, "localization": localization}) as session:
@@ -173,6 +173,13 @@ def test_a_run_with_ir_loss_and_prc_module_on_writes_cams_in_the_contract(projec
         assert cam.dtype == np.uint8 and cam.shape == (128, 128)
         assert not cam[tile.height :].any() and not cam[:, tile.width :].any()  # 0 outside the scene
     assert set(json.loads(_latest(data / "08_reporting" / "metrics.json").read_text())) >= set(STAGES)
+    return data
+
+
+@pytest.mark.parametrize("method", ["mil", "cam_classifier"])
+def test_a_run_with_ir_loss_and_prc_module_on_writes_cams_in_the_contract(project_copy, method):
+    localization = {**TINY_PARAMS["localization"], **PRC_ON, **(TINY_CAM_CLASSIFIER if method == "cam_classifier" else {})}
+    data = _run_with_cams_in_the_contract(project_copy, localization)
     history = pd.read_csv(data / "08_reporting" / "cam_training_history.csv")
     assert {"ir_loss", "prc_refined_loss", "prc_constraint_loss", "classification_loss"} <= set(history.columns)
 
@@ -188,18 +195,7 @@ def test_a_run_with_ir_loss_and_prc_module_on_writes_cams_in_the_contract(projec
 def test_a_run_with_usr_and_vpe_on_writes_cams_in_the_contract_and_records_the_switches(project_copy):
     localization = {**TINY_PARAMS["localization"], "usr": {"enabled": True, "max_grid": 16},
                     "vpe": {"enabled": True}}
-    bootstrap_project(project_copy)
-    with KedroSession.create(project_path=project_copy,
-                             runtime_params={**TINY_PARAMS, "localization": localization}) as session:
-        session.run()
-
-    data = project_copy / "data"
-    index = pd.read_parquet(_latest(data / "02_intermediate" / "tile_index.parquet"))
-    for tile in index.itertuples():
-        cam = read_png(data / "03_primary" / "cams" / "landslide" / f"{tile.tile_id}.png")
-        assert cam.dtype == np.uint8 and cam.shape == (128, 128)
-        assert not cam[tile.height :].any() and not cam[:, tile.width :].any()  # 0 outside the scene
-    assert set(json.loads(_latest(data / "08_reporting" / "metrics.json").read_text())) >= set(STAGES)
+    _run_with_cams_in_the_contract(project_copy, localization)
     mlflow.set_tracking_uri(f"sqlite:///{project_copy / 'mlflow.db'}")
     run = mlflow.search_runs(experiment_names=["wsss_project"]).iloc[0]
     assert (run["params.localization.usr.enabled"], run["params.localization.vpe.enabled"]) == ("True", "True")
