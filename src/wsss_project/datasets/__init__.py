@@ -2,6 +2,10 @@
 
 from .optional_partitions import OptionalPartitionedDataset
 from .png_array import PNGArrayDataset
+from .scene_raster import SceneRasterDataset, SceneRasterPartitions
 from .torch_state_dict import TorchStateDictDataset
 
-__all__ = ["OptionalPartitionedDataset", "PNGArrayDataset", "TorchStateDictDataset"]
+__all__ = [
+    "OptionalPartitionedDataset", "PNGArrayDataset", "SceneRasterDataset", "SceneRasterPartitions",
+    "TorchStateDictDataset",
+]

@@ -312,3 +312,27 @@ def write_georeferenced_mask(path: str | Path, mask: np.ndarray, meta: dict[str,
         transform=transform,
     ) as dst:
         dst.write(mask.astype(np.uint8), 1)
+
+
+def read_valid_window(
+    path: str | Path, row: int, col: int, height: int, width: int, rgb_bands: Sequence[int] | None = None
+) -> np.ndarray | None:
+    """bool (height, width): which pixels of a scene image's window hold data, by the rule of
+    read_image_and_valid (a pixel is data when any of its chosen bands is unmasked and finite);
+    None for PNG/JPEG, which carry no nodata. Reads only the window (rasterio `read_masks`)."""
+    path = Path(path)
+    if path.suffix.lower() not in GEOTIFF_SUFFIXES:
+        return None
+    import rasterio
+    from rasterio.windows import Window
+
+    window = Window(col, row, width, height)
+    try:
+        with rasterio.open(path) as src:
+            indexes = _select_bands(validate_rgb_bands(rgb_bands), src.count, path)
+            valid = src.read_masks(indexes, window=window) != 0
+            if np.issubdtype(np.dtype(src.dtypes[0]), np.floating):
+                valid &= np.isfinite(src.read(indexes, window=window))
+    except rasterio.errors.RasterioError as err:
+        raise UserInputError(f"{path}: cannot read GeoTIFF: {err}") from err
+    return valid.any(axis=0)

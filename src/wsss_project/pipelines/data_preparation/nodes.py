@@ -135,7 +135,8 @@ def load_scenes(data: dict, classes: list[str], seed: int) -> dict[str, Scene]:
 
 
 def split_scene_table(scenes_raw: dict[str, Scene], data: dict, seed: int) -> pd.DataFrame:
-    """One row per scene: id, source, size, georeferencing and its seeded train/test split."""
+    """One row per scene: id, source, size, georeferencing, image file (None for synthetic scenes) and its
+    seeded train/test split."""
     _check_data(data)
     table = pd.DataFrame(
         {
@@ -145,6 +146,8 @@ def split_scene_table(scenes_raw: dict[str, Scene], data: dict, seed: int) -> pd
             "width": [s.image.shape[1] for s in scenes_raw.values()],
             "crs": [s.meta.get("crs") for s in scenes_raw.values()],
             "transform": [json.dumps(s.meta.get("transform")) for s in scenes_raw.values()],
+            # where the scene's nodata is read again, by window, when its predictions are written
+            "image_path": [s.meta.get("image_path") for s in scenes_raw.values()],
         }
     )
     split = split_scenes(table, float(data["split"]["test_fraction"]), seed)

@@ -7,8 +7,8 @@ Stages (APSAM Table I, the classic WSSS baseline and a fully supervised referenc
 - cam_threshold (train_scenes): CAM > T as the mask (a negative tile predicts nothing);
 - pseudo_labels (train_scenes): the segmenter's pseudo-masks; pixels the pseudo-mask marks 255
   (ignore) count as background, since nothing was claimed there;
-- prediction (test_scenes): the ResUNet trained on the pseudo-masks, stitched test scenes at
-  their original size;
+- prediction (test_scenes): the ResUNet trained on the pseudo-masks, test scenes at their
+  original size, read window by window (each test tile's window; test tiles never overlap);
 - supervised_reference (test_scenes): the same ResUNet, schedule and seed trained on the true
   masks, measured by the same code as prediction;
 plus weak_to_full_ratio = prediction IoU / supervised_reference IoU, pooled and per source (the
@@ -47,6 +47,13 @@ from wsss_project.contracts import (
     TEST_SPLIT,
     TRAIN_SPLIT,
     cam_key,
+)
+from wsss_project.datasets.scene_raster import (
+    ArraySceneRaster,
+    SceneRaster,
+    StreamedSceneRaster,
+    as_scene_raster,
+    scene_array,
 )
 from wsss_project.errors import UserInputError
 from wsss_project.evaluation.metrics import ConfusionAccumulator
@@ -172,30 +179,52 @@ def evaluate_pseudo_labels(
 
 
 def scene_ground_truth(tile_masks: Partitions, scene_tiles: pd.DataFrame, height: int, width: int) -> np.ndarray:
-    """A test scene's mask at its original size, stitched from its non-overlapping tile masks."""
+    """A test scene's mask at its original size, stitched from its non-overlapping tile masks (whole scene
+    in memory: for benchmarks and figures; the test-scene stages read window by window)."""
     return stitch_scene(tile_masks, scene_tiles, height, width, "tile_masks")
+
+
+def _window_readable(stored: Any, dataset: str, scene: dict[str, Any]) -> SceneRaster:
+    """A test scene's stored raster, readable by window (a streamed one is gathered in memory), checked
+    against the scene's size."""
+    raster = as_scene_raster(stored)
+    if raster.shape != (int(scene["height"]), int(scene["width"])):
+        raise UserInputError(
+            f"`{dataset}` of {scene['scene_id']} is {raster.shape}, its scene is "
+            f"{(int(scene['height']), int(scene['width']))}: rerun the pipeline that writes it"
+        )
+    return ArraySceneRaster(scene_array(raster)) if isinstance(raster, StreamedSceneRaster) else raster
+
+
+def _check_covers_once(windows: list[TileWindow], scene: dict[str, Any]) -> None:
+    """Test tiles never overlap (data_preparation), so they cover their scene once when they lie inside it
+    and their areas add up to it."""
+    height, width = int(scene["height"]), int(scene["width"])
+    inside = all(w.row >= 0 and w.col >= 0 and w.row + w.height <= height and w.col + w.width <= width for w in windows)
+    if not inside or sum(w.height * w.width for w in windows) != height * width:
+        raise UserInputError(
+            f"the test tiles of {scene['scene_id']} do not cover its {height}x{width} pixels once: rerun data_preparation"
+        )
 
 
 def _evaluate_test_scenes(
     predictions: Partitions, tile_masks: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame,
     classes: list[str], stage: str, dataset: str,
 ) -> dict[str, Any]:
-    """Metrics of stitched scene predictions of every test scene, at original size."""
+    """Metrics of the scene predictions of every test scene, at original size, window by window: each
+    test tile's window of the prediction against the tile's mask (each scene pixel once; padding is 255)."""
     pooled, by_source = _accumulators(classes)
     test_tiles = tiles_of_split(tile_index, TEST_SPLIT)
-    for scene in scenes[scenes["split"] == TEST_SPLIT].itertuples(index=False):
-        target = scene_ground_truth(
-            tile_masks, test_tiles[test_tiles["scene_id"] == scene.scene_id], scene.height, scene.width
-        )
-        stored = load_partition(predictions, scene.scene_id, dataset)
-        if stored.shape != target.shape:
-            raise UserInputError(
-                f"`{dataset}` of {scene.scene_id} is {stored.shape}, its scene is {target.shape}: "
-                "rerun the pipeline that writes it"
-            )
-        pred = decode_prediction(stored, len(classes))
-        pooled.update(pred, target)
-        by_source[scene.source].update(pred, target)
+    for scene in tile_rows(scenes[scenes["split"] == TEST_SPLIT]):
+        stored = _window_readable(load_partition(predictions, scene["scene_id"], dataset), dataset, scene)
+        scene_tiles = tile_rows(test_tiles[test_tiles["scene_id"] == scene["scene_id"]])
+        _check_covers_once([tile_window(tile) for tile in scene_tiles], scene)
+        for tile in scene_tiles:
+            window = tile_window(tile)
+            pred = decode_prediction(stored.read(window), len(classes))
+            target = load_partition(tile_masks, tile["tile_id"], "tile_masks")[: window.height, : window.width]
+            for accumulator in (pooled, by_source[scene["source"]]):
+                accumulator.update(pred, target)
     result = _summarise(pooled, by_source, _class_names(classes), stage)
     logger.info("%s (test scenes): F1 %.3f IoU %.3f", stage, result["f1"], result["iou"])
     return result

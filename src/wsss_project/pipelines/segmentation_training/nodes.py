@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,8 +40,17 @@ from wsss_project.contracts import (
     TRAIN_SPLIT,
     cam_key,
 )
+from wsss_project.datasets.scene_raster import (
+    ArraySceneRaster,
+    Georeference,
+    SceneRaster,
+    StreamedSceneRaster,
+    as_scene_raster,
+    scene_array,
+)
 from wsss_project.errors import UserInputError
-from wsss_project.imagery.tiling import TileWindow, mark_outside_scene, stitch_mean
+from wsss_project.imagery.readers import GEOTIFF_SUFFIXES, read_valid_window
+from wsss_project.imagery.tiling import TileWindow, mark_outside_scene
 from wsss_project.learning import alps
 from wsss_project.learning.clip_decoder_training import (
     build_clip_decoder,
@@ -57,8 +67,13 @@ from wsss_project.learning.segmentation_training import (
     pretrain_resunet,
     train_resunet,
 )
-from wsss_project.pipelines.evaluation.nodes import decode_prediction
+from wsss_project.pipelines.evaluation.nodes import decode_prediction, tile_window
 from wsss_project.pipelines.training_records import history_outputs
+from wsss_project.prediction_rasters import (
+    classes_from_probabilities,
+    probability_band_names,
+    quantise_probabilities,
+)
 from wsss_project.segmenters.prediction_refinement import (
     REFINE_NONE,
     RefinementCounts,
@@ -220,25 +235,93 @@ def tile_probabilities(
     return lambda images: predict_probabilities(model, images, segmentation_training, device, batch)
 
 
+def _probability_blocks(
+    probabilities: Callable[[np.ndarray], np.ndarray], tiles: Partitions, scene_tiles: list[dict], batch_size: int,
+    progress: _SceneProgress,
+) -> Iterator[tuple[TileWindow, np.ndarray]]:
+    """(valid window, stored probability bands) of each test tile of one scene, one tile batch at a time."""
+    for start in range(0, len(scene_tiles), batch_size):
+        batch = scene_tiles[start : start + batch_size]
+        probs = probabilities(stack_tiles(tiles, [t["tile_id"] for t in batch]))  # the model, on one tile batch
+        for tile, tile_probs in zip(batch, probs, strict=True):
+            window = tile_window(tile)
+            yield window, quantise_probabilities(tile_probs[:, : window.height, : window.width])
+    progress.scene_done(len(scene_tiles))
+
+
+class _SceneProgress:
+    """Logs each predicted scene with its rate: the work runs while the dataset writes, after the node returns."""
+
+    def __init__(self, n_scenes: int) -> None:
+        self.n_scenes, self.done, self.tiles, self.started = n_scenes, 0, 0, time.perf_counter()
+
+    def scene_done(self, n_tiles: int) -> None:
+        self.done, self.tiles = self.done + 1, self.tiles + n_tiles
+        elapsed = time.perf_counter() - self.started
+        logger.info("Predicted test scene %d/%d (%d tiles, %.1f tiles/s)", self.done, self.n_scenes, self.tiles,
+                    self.tiles / max(elapsed, 1e-9))
+
+
+def scene_validity(scene: dict, data: dict | None) -> Callable[[TileWindow], np.ndarray | None] | None:
+    """Which pixels of a window of the scene hold data, read from its image (`image_path`, a GeoTIFF's
+    mask by `data.folder.rgb_bands`, as data_preparation read it); None when the scene has no image
+    file (synthetic) or its image carries no nodata (PNG/JPEG)."""
+    image_path = scene.get("image_path")
+    if not isinstance(image_path, str) or Path(image_path).suffix.lower() not in GEOTIFF_SUFFIXES:
+        return None
+    rgb_bands = ((data or {}).get("folder") or {}).get("rgb_bands")
+    return lambda w: read_valid_window(image_path, w.row, w.col, w.height, w.width, rgb_bands)
+
+
 def predict_scenes(
     tiles: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame, segmentation_model: dict,
     segmentation_training: dict, classes: list[str], device: str, text_prototype_kb: dict | None = None,
-) -> dict[str, np.ndarray]:
-    """One mask per test scene at its original size: tile probabilities averaged, then argmax."""
+    data: dict | None = None,
+) -> dict[str, StreamedSceneRaster]:
+    """The probability raster (`prediction_probabilities`, prediction_rasters.py) of every test scene at its
+    original size, with the scene's CRS, transform and nodata (data: the `data` parameters, whose
+    `folder.rgb_bands` decide the image's nodata as in data_preparation).
+
+    Streamed: the model runs while the dataset writes each scene, one batch of `inference_batch_size` test
+    tiles at a time, and each tile's valid window is written once (test tiles never overlap), so memory
+    depends on the tile batch, not on the scene.
+    """
     probabilities = tile_probabilities(
         segmentation_model, segmentation_training, len(classes) + 1, resolve_device(device), text_prototype_kb
     )
+    batch_size = int(segmentation_training["inference_batch_size"])
+    names = probability_band_names(classes)
     test_tiles = tiles_of_split(tile_index, TEST_SPLIT)
-    predictions, started = {}, time.perf_counter()
-    for scene in scenes[scenes["split"] == TEST_SPLIT].itertuples(index=False):
-        scene_tiles = test_tiles[test_tiles["scene_id"] == scene.scene_id]
-        probs = probabilities(stack_tiles(tiles, scene_tiles["tile_id"].tolist()))
-        windows = [TileWindow(t.row, t.col, t.height, t.width) for t in scene_tiles.itertuples(index=False)]
-        # Channels last, so stitch_mean averages each class's probability over overlapping tiles.
-        stitched = stitch_mean(zip(windows, probs.transpose(0, 2, 3, 1), strict=True), scene.height, scene.width)
-        predictions[scene.scene_id] = encode_prediction(stitched.argmax(axis=2), len(classes))
-    logger.info("Predicted %d test scenes (%.2f s/scene)", len(predictions),
-                (time.perf_counter() - started) / max(len(predictions), 1))
+    test_scenes = tile_rows(scenes[scenes["split"] == TEST_SPLIT])
+    progress = _SceneProgress(len(test_scenes))
+    rasters = {}
+    for scene in test_scenes:
+        scene_tiles = tile_rows(test_tiles[test_tiles["scene_id"] == scene["scene_id"]])
+        rasters[scene["scene_id"]] = StreamedSceneRaster(
+            int(scene["height"]), int(scene["width"]), len(names),
+            partial(_probability_blocks, probabilities, tiles, scene_tiles, batch_size, progress),
+            Georeference.from_scene(scene.get("crs"), scene.get("transform")),
+            scene_validity(scene, data), names,
+        )
+    return rasters
+
+
+def _class_blocks(probabilities: SceneRaster, n_classes: int) -> Iterator[tuple[TileWindow, np.ndarray]]:
+    for window, bands in probabilities.blocks():
+        yield window, encode_prediction(classes_from_probabilities(bands, n_classes), n_classes)[None]
+
+
+def classify_scenes(prediction_probabilities: Partitions, classes: list[str]) -> dict[str, StreamedSceneRaster]:
+    """Each scene's prediction (0/255 for a binary task, class indices otherwise) from its stored
+    probabilities, block by block, with their georeferencing and nodata: the stored probabilities'
+    decision (prediction_rasters.py), which is exactly the model's argmax."""
+    predictions = {}
+    for scene_id in sorted(prediction_probabilities):
+        probabilities = load_partition(prediction_probabilities, scene_id, "prediction_probabilities")
+        predictions[scene_id] = StreamedSceneRaster(
+            probabilities.height, probabilities.width, 1, partial(_class_blocks, probabilities, len(classes)),
+            probabilities.georeference, probabilities.valid,
+        )
     return predictions
 
 
@@ -250,14 +333,15 @@ def scene_heatmaps(cams: Partitions, scene_tiles: pd.DataFrame, classes: list[st
 
 
 def refine_predictions(
-    predictions: dict[str, np.ndarray], cams: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame,
+    predictions: Partitions, cams: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame,
     prompt_generation_resolved: dict, segmentation_training: dict, sam_labeling: dict, classes: list[str],
-) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
+) -> tuple[Partitions, dict[str, dict[str, float]]]:
     """The test-scene predictions, refined by `segmentation_training.refine`, and the counts for MLflow.
 
-    `none` returns the predictions as they are (and logs nothing); `ios` sets every predicted component
-    whose IOS with the stitched heatmap > T is below `sam_labeling.ios.min_overlap` to background
-    (segmenters/prediction_refinement.py).
+    `none` returns the predictions as they are, still streamed (and logs nothing); `ios` sets every
+    predicted component whose IOS with the stitched heatmap > T is below `sam_labeling.ios.min_overlap`
+    to background (segmenters/prediction_refinement.py). Connected components span the whole scene, so
+    `ios` (opt-in) holds each scene, its prediction and heatmaps in memory: the windowed path is `none`.
     """
     # Imported here: the schema imports these pipeline modules. Its rules for the two keys read.
     from wsss_project.validation.schema import check_section
@@ -277,9 +361,13 @@ def refine_predictions(
         heatmaps = scene_heatmaps(
             cams, test_tiles[test_tiles["scene_id"] == scene.scene_id], classes, scene.height, scene.width
         )
-        predicted = decode_prediction(load_partition(predictions, scene.scene_id, "predictions"), len(classes))
+        stored = as_scene_raster(load_partition(predictions, scene.scene_id, "predictions"))
+        predicted = decode_prediction(scene_array(stored), len(classes))
         class_index, scene_counts = refine_by_ios(predicted, heatmaps, threshold, min_overlap)
-        refined[scene.scene_id] = encode_prediction(class_index, len(classes))
+        whole = TileWindow(0, 0, stored.height, stored.width)
+        refined[scene.scene_id] = ArraySceneRaster(
+            encode_prediction(class_index, len(classes)), stored.georeference, stored.valid(whole)
+        )
         counts = counts + scene_counts
     logger.info(
         "Refined %d test scenes with IOS >= %s against CAM > %d: kept %d components, set %d to background "

@@ -8,7 +8,8 @@ from .nodes import (
     CLUSTER_MAPS_DATASET,
     HISTORY_PREFIX,
     MASKS_DATASET,
-    cluster_regions,
+    classify_scenes,
+                cluster_regions,
     predict_scenes,
     pretrain_segmentation_model,
     refine_predictions,
@@ -16,6 +17,7 @@ from .nodes import (
 )
 
 PRETRAINED_BODY = "segmentation_pretrained_body"
+PROBABILITIES = "prediction_probabilities"  # per test scene; `predictions` are their decision
 UNREFINED = "unrefined_predictions"  # the ResUNet's scene predictions before segmentation_training.refine
 
 
@@ -23,7 +25,9 @@ def training_pipeline(
     masks: str = MASKS_DATASET, history_prefix: str = HISTORY_PREFIX, pretrained_body: str | None = None,
 ) -> Pipeline:
     """Train `segmentation_training.model` (ResUNet or the CLIP decoder, whose frozen CLIP is
-    `text_prototype_kb.clip`) on the train tiles' `masks` and predict the test scenes.
+    `text_prototype_kb.clip`) on the train tiles' `masks` and predict the test scenes: their probability
+    rasters (streamed tile batch by tile batch into `prediction_probabilities`), then `predictions`, the
+    decision read back from them window by window.
 
     `masks` names the dataset the model learns from (in the node's inputs and in its log and
     errors); `history_prefix` prefixes the MLflow training curves; `pretrained_body` names the
@@ -48,10 +52,11 @@ def training_pipeline(
             node(
                 predict_scenes,
                 ["tiles", "tile_index", "scenes", "segmentation_model", "params:segmentation_training",
-                 "params:classes", "params:device", "params:text_prototype_kb"],
-                "predictions",
+                 "params:classes", "params:device", "params:text_prototype_kb", "params:data"],
+                PROBABILITIES,
                 name="predict_scenes",
             ),
+            node(classify_scenes, [PROBABILITIES, "params:classes"], "predictions", name="classify_scenes"),
         ]
     )
 

@@ -21,7 +21,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             "segmentation_training_history": "supervised_training_history",
             "segmentation_training_curves": "supervised_training_curves",
             "predictions": "supervised_predictions",
+            "prediction_probabilities": "supervised_prediction_probabilities",
         },
         parameters={"params:segmentation_training", "params:classes", "params:seed", "params:device",
-                    "params:text_prototype_kb"},
+                    "params:text_prototype_kb", "params:data"},
     )
