@@ -9,8 +9,10 @@ import torch
 from tiny_foundation import CLIP_LAYERS, CLIP_WIDTH, write_tiny_clip
 from toy_tiles import SEGMENTATION, toy_tiles
 
+from wsss_project.datasets.scene_raster import scene_array
 from wsss_project.errors import UserInputError
 from wsss_project.pipelines.segmentation_training.nodes import (
+    classify_scenes,
     predict_scenes,
     train_segmentation_model,
 )
@@ -52,10 +54,12 @@ def test_the_clip_decoder_trains_and_predicts_test_scenes_in_the_resunets_contra
     backbone = state["_extra_state"]
     assert backbone["blocks"] == list(range(1, CLIP_LAYERS + 1)) and len(backbone["checkpoint_sha256"]) == 64
     assert {"segmentation_training.loss", "segmentation_training.aff_loss"} <= set(curves) and len(table) == 1
-    predictions = predict_scenes(tiles, index, scenes, state, TRAINING, ["landslide"], "cpu", _kb(clip_files))
+    probabilities = predict_scenes(tiles, index, scenes, state, TRAINING, ["landslide"], "cpu", _kb(clip_files))
+    predictions = classify_scenes(probabilities, ["landslide"])
     assert set(predictions) == {"scene3"}
-    assert predictions["scene3"].shape == (64, 64) and predictions["scene3"].dtype == np.uint8
-    assert set(np.unique(predictions["scene3"])) <= {0, 255}
+    prediction = scene_array(predictions["scene3"])
+    assert prediction.shape == (64, 64) and prediction.dtype == np.uint8
+    assert set(np.unique(prediction)) <= {0, 255}
 
 
 def test_the_saved_decoder_refuses_another_clip_or_other_blocks(clip_files, tmp_path):

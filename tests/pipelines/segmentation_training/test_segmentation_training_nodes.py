@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from toy_tiles import PRC_OFF, SEGMENTATION, toy_tiles
 
@@ -12,10 +13,13 @@ from wsss_project.contracts import (
     PIXELS_REMOVED,
     REFINEMENT_PREFIX,
 )
+from wsss_project.datasets.scene_raster import scene_array
 from wsss_project.errors import UserInputError
+from wsss_project.imagery.tiling import TileWindow, stitch_mean
 from wsss_project.learning.segmentation_training import build_resunet
 from wsss_project.pipelines.segmentation_training import nodes
 from wsss_project.pipelines.segmentation_training.nodes import (
+    classify_scenes,
     encode_prediction,
     ignore_outside_scene,
     predict_scenes,
@@ -24,19 +28,47 @@ from wsss_project.pipelines.segmentation_training.nodes import (
 )
 
 
-def test_predictions_cover_each_test_scene_at_its_original_size():
+def _wide_test_scene() -> tuple:
+    """toy tiles with scene3 a 64x100 test scene cut into two overlap-free 64x64 tiles (the second padded)."""
     tiles, masks, _, index = toy_tiles(4)
-    # scene3 is a 64x100 test scene cut into two overlapping-free 64x64 tiles (the second padded).
-    extra = np.zeros((64, 64, 3), np.uint8)
-    tiles["scene3__0_64"] = extra
+    tiles["scene3__0_64"] = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     index = pd.concat([index, pd.DataFrame([{**index.iloc[3].to_dict(), "tile_id": "scene3__0_64", "col": 64, "width": 36}])])
     index.loc[index.scene_id == "scene3", "split"] = "test"
     index.loc[index.scene_id == "scene3", "width"] = [64, 36]
     scenes = pd.DataFrame({"scene_id": ["scene3"], "source": ["toy"], "height": [64], "width": [100], "split": ["test"]})
+    return tiles, masks, index, scenes
+
+
+def test_predictions_cover_each_test_scene_at_its_original_size():
+    tiles, masks, index, scenes = _wide_test_scene()
     state, history, _ = train_segmentation_model(tiles, masks, index, SEGMENTATION, ["landslide"], 0, "cpu")
-    predictions = predict_scenes(tiles, index, scenes, state, SEGMENTATION, ["landslide"], "cpu")
-    assert set(predictions) == {"scene3"}
-    assert predictions["scene3"].shape == (64, 100) and set(np.unique(predictions["scene3"])) <= {0, 255}
+    probabilities = predict_scenes(tiles, index, scenes, state, SEGMENTATION, ["landslide"], "cpu")
+    predictions = classify_scenes(probabilities, ["landslide"])
+    assert set(predictions) == set(probabilities) == {"scene3"}
+    prediction = scene_array(predictions["scene3"])
+    assert prediction.shape == (64, 100) and set(np.unique(prediction)) <= {0, 255}
+    assert probabilities["scene3"].band_names == ("landslide",) and scene_array(probabilities["scene3"]).shape == (64, 100)
+
+
+def test_windowed_predictions_equal_the_whole_scene_stitched_argmax_and_run_one_tile_batch_at_a_time(monkeypatch):
+    tiles, masks, index, scenes = _wide_test_scene()
+    state, _, _ = train_segmentation_model(tiles, masks, index, SEGMENTATION, ["landslide"], 0, "cpu")
+    model = nodes.tile_probabilities(state, SEGMENTATION, 2, torch.device("cpu"))
+    # Yesterday's computation: every test tile's probabilities stitched into the whole scene, then argmax.
+    test = index[index.split == "test"].sort_values("tile_id")
+    probs = model(np.stack([tiles[t] for t in test.tile_id]))
+    windows = [TileWindow(t.row, t.col, t.height, t.width) for t in test.itertuples()]
+    stitched = stitch_mean(zip(windows, probs.transpose(0, 2, 3, 1), strict=True), 64, 100)
+    expected = encode_prediction(stitched.argmax(axis=2), 1)
+
+    batches = []
+    monkeypatch.setattr(nodes, "tile_probabilities", lambda *a, **k: lambda images: batches.append(len(images)) or model(images))
+    probabilities = predict_scenes(tiles, index, scenes, state, {**SEGMENTATION, "inference_batch_size": 1},
+                                   ["landslide"], "cpu")
+    assert batches == [], "the model runs while the scene is written, not when the node returns"
+    prediction = scene_array(classify_scenes(probabilities, ["landslide"])["scene3"])
+    assert batches == [1, 1], "one batch of inference_batch_size tiles at a time"
+    np.testing.assert_array_equal(prediction, expected)
 
 
 def test_binary_predictions_are_stored_0_255_and_multiclass_as_indices():
@@ -156,7 +188,7 @@ def test_refine_none_passes_the_predictions_through_unchanged_and_logs_nothing()
 def test_refine_ios_judges_components_of_the_stitched_scene_against_the_stitched_cam():
     predictions, cams, index, scenes = _refinement_case()
     refined, mlflow_metrics = _refine(predictions, cams, index, scenes, min_overlap=0.65)
-    out = refined["s"]
+    out = refined["s"].read()
     # The component crossing the tile border is judged whole, with CAM from both tiles (IOS 0.7).
     assert (out[2:4, 15:25] == 255).all()
     # The one outside the CAM region becomes background (0), not ignore (255, which would read as landslide).
@@ -176,9 +208,9 @@ def test_refine_ios_removes_the_crossing_component_when_one_tiles_cam_is_not_eno
     predictions, cams, index, scenes = _refinement_case()
     cams["landslide/s__0_0"] = np.zeros((20, 20), np.uint8)
     refined, _ = _refine(predictions, cams, index, scenes, min_overlap=0.65)
-    assert not refined["s"].any()
+    assert not refined["s"].read().any()
     refined, _ = _refine(predictions, cams, index, scenes, min_overlap=0.5)
-    assert (refined["s"][2:4, 15:25] == 255).all()
+    assert (refined["s"].read()[2:4, 15:25] == 255).all()
 
 
 def test_refine_reads_its_two_settings_by_the_schemas_rules():

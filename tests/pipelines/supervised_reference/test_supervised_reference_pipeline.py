@@ -5,6 +5,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from toy_tiles import SEGMENTATION, toy_tiles
 
+from wsss_project.datasets.scene_raster import scene_array
 from wsss_project.pipeline_registry import register_pipelines
 from wsss_project.pipelines.segmentation_training import create_pipeline as segmentation_pipeline
 from wsss_project.pipelines.segmentation_training.pipeline import (
@@ -28,6 +29,7 @@ def _toy_run_inputs():
         "tiles": tiles, "tile_masks": masks, "tile_index": index, "scenes": scenes,
         "params:segmentation_training": {**SEGMENTATION, "pretrain": "none"}, "params:classes": ["landslide"],
         "params:seed": 7, "params:device": "cpu", "params:text_prototype_kb": {},  # no CLIP: the ResUNet
+        "params:data": {},  # no image files: every pixel holds data
     }
 
 
@@ -58,10 +60,11 @@ def test_supervised_reference_is_the_segmentation_model_trained_on_the_true_mask
                                           "cam_model": {}, "params:localization": {}})
     ours, theirs = reference.load("supervised_model"), weak.load("segmentation_model")
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
-    predictions = reference.load("supervised_predictions")
-    assert all(np.array_equal(predictions[k], v) for k, v in weak.load("predictions").items())
+    predictions = {k: scene_array(v) for k, v in reference.load("supervised_predictions").items()}
+    assert all(np.array_equal(predictions[k], scene_array(v)) for k, v in weak.load("predictions").items())
     assert set(predictions) == {"test0"} and predictions["test0"].shape == (64, 100)
     assert set(np.unique(predictions["test0"])) <= {0, 255}
+    assert set(reference.load("supervised_prediction_probabilities")) == {"test0"}
     curves = reference.load("supervised_training_curves")
     assert curves and all(name.startswith(f"{HISTORY_PREFIX}.") for name in curves)
 
