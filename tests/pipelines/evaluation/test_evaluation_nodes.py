@@ -1,11 +1,15 @@
 import json
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import pytest
 from toy_tiles import PROMPT_GENERATION, toy_tiles
 
-from wsss_project.evaluation.metrics import binary_mask_metrics
+from wsss_project.datasets import SceneRasterDataset
+from wsss_project.datasets.scene_raster import ArraySceneRaster, Georeference, write_scene_raster
+from wsss_project.errors import UserInputError
+from wsss_project.evaluation.metrics import ConfusionAccumulator, binary_mask_metrics
 from wsss_project.imagery.tiling import TileWindow, iter_tiles, owned_masks
 from wsss_project.pipelines.evaluation import create_pipeline as evaluation_pipeline
 from wsss_project.pipelines.evaluation.nodes import (
@@ -17,6 +21,7 @@ from wsss_project.pipelines.evaluation.nodes import (
     evaluate_pseudo_labels,
     evaluate_supervised_reference,
     flatten_for_mlflow,
+    scene_ground_truth,
     weak_to_full_ratio,
 )
 
@@ -208,3 +213,51 @@ def test_evaluation_pipeline_measures_the_supervised_predictions():
     nodes = {n.name: n for n in evaluation_pipeline().nodes}
     assert nodes["evaluate_supervised_reference"].inputs[0] == "supervised_predictions"
     assert "supervised_reference_metrics" in nodes["collect_metrics"].inputs
+
+
+def _stitched_metrics(predictions: dict, masks: dict, index: pd.DataFrame, scenes: pd.DataFrame) -> dict:
+    """Yesterday's test-scene evaluation: every scene stitched whole from its tile masks, compared at once."""
+    accumulator = ConfusionAccumulator(2)
+    for scene in scenes.itertuples():
+        tiles = index[index.scene_id == scene.scene_id]
+        target = scene_ground_truth(masks, tiles, scene.height, scene.width)
+        accumulator.update(decode_prediction(predictions[scene.scene_id], 1), target)
+    return accumulator.metrics(["background", "landslide"])
+
+
+def _random_test_scenes(rng) -> tuple:
+    """Two test scenes of awkward sizes in 32-px tiles (border tiles padded 255), masks with ignore pixels."""
+    rows, masks, predictions, scenes = [], {}, {}, []
+    for scene_id, (height, width) in {"a": (70, 90), "b": (33, 64)}.items():
+        truth = rng.choice([0, 1, 255], (height, width), p=[0.6, 0.3, 0.1]).astype(np.uint8)
+        predictions[scene_id] = np.where(rng.random((height, width)) < 0.4, 255, 0).astype(np.uint8)
+        for window, tile in iter_tiles(truth, 32, 0.0, pad_value=255):
+            tile_id = f"{scene_id}__{window.row}_{window.col}"
+            masks[tile_id] = tile
+            rows.append({"tile_id": tile_id, "scene_id": scene_id, "source": "toy", "row": window.row,
+                         "col": window.col, "height": window.height, "width": window.width, "split": "test",
+                         "landslide": 1})
+        scenes.append({"scene_id": scene_id, "source": "toy", "height": height, "width": width, "split": "test"})
+    return predictions, masks, pd.DataFrame(rows), pd.DataFrame(scenes)
+
+
+def test_window_by_window_evaluation_equals_the_stitched_whole_scene_one(tmp_path):
+    predictions, masks, index, scenes = _random_test_scenes(np.random.default_rng(5))
+    expected = _stitched_metrics(predictions, masks, index, scenes)
+    in_memory = evaluate_predictions(predictions, masks, index, scenes, ["landslide"])
+    assert {k: in_memory[k] for k in expected} == expected
+    # The same from saved scene rasters, read by window: a GeoTIFF (64-px blocks, not the 32-px tiles) and a PNG.
+    utm = Georeference("EPSG:32645", (10.0, 0.0, 500000.0, 0.0, -10.0, 3000000.0))
+    write_scene_raster(tmp_path / "a", ArraySceneRaster(predictions["a"], utm), block_size=64)
+    write_scene_raster(tmp_path / "b", ArraySceneRaster(predictions["b"]))
+    saved = {scene_id: partial(SceneRasterDataset(str(tmp_path / scene_id)).load) for scene_id in predictions}
+    from_files = evaluate_predictions(saved, masks, index, scenes, ["landslide"])
+    assert {k: from_files[k] for k in expected} == expected and expected["pixels"] > 0
+
+
+def test_test_tiles_must_cover_their_scene_once():
+    predictions, masks, index, scenes = _random_test_scenes(np.random.default_rng(6))
+    with pytest.raises(UserInputError, match="do not cover"):
+        evaluate_predictions(predictions, masks, index.iloc[1:], scenes, ["landslide"])
+    with pytest.raises(UserInputError, match=r"`predictions` of a is \(70, 89\)"):
+        evaluate_predictions({**predictions, "a": predictions["a"][:, :89]}, masks, index, scenes, ["landslide"])
