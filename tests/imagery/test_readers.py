@@ -10,6 +10,7 @@ from wsss_project.imagery.readers import (
     read_image,
     read_image_and_valid,
     read_mask,
+    read_valid_window,
     stretch_to_uint8,
     validate_rgb_bands,
     write_georeferenced_mask,
@@ -300,3 +301,20 @@ def test_one_band_image_is_grey_only_under_the_default_bands(tmp_path):
     np.testing.assert_array_equal(read_image(path, rgb_bands=[1, 1, 1])[0], rgb)
     with pytest.raises(ValueError, match=r"grey\.tif.*data\.folder\.rgb_bands"):
         read_image(path, rgb_bands=[1, 1, 2])
+
+
+def test_the_valid_pixels_of_a_window_follow_the_rule_data_preparation_read_the_scene_with(tmp_path):
+    bands = RNG.integers(1, 3000, (4, 20, 30), dtype=np.uint16)
+    bands[:, 15:, 20:] = 0  # nodata in every band: no data
+    bands[:3, 0:2, 0:2] = 0  # nodata in the RGB bands only: no data for rgb_bands [1, 2, 3] ...
+    with rasterio.open(tmp_path / "s.tif", "w", driver="GTiff", height=20, width=30, count=4, dtype="uint16",
+                       crs="EPSG:32645", transform=Affine(2, 0, 0, 0, -2, 0), nodata=0) as dst:
+        dst.write(bands)
+    _, whole, _ = read_image_and_valid(tmp_path / "s.tif")
+    window = read_valid_window(tmp_path / "s.tif", 10, 15, 10, 15)
+    np.testing.assert_array_equal(window, whole[10:20, 15:30])
+    assert not window[5:, 5:].any() and window[:5].all()
+    assert not read_valid_window(tmp_path / "s.tif", 0, 0, 2, 2).any()
+    assert read_valid_window(tmp_path / "s.tif", 0, 0, 2, 2, rgb_bands=[4, 2, 1]).all()  # ... band 4 has data
+    cv2.imwrite(str(tmp_path / "p.png"), _rgb())
+    assert read_valid_window(tmp_path / "p.png", 0, 0, 5, 5) is None  # PNG carries no nodata
