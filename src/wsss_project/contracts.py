@@ -11,7 +11,10 @@ module imports them from this one place instead of restating them:
 - Splits: ``tile_index.split`` and ``scenes.split`` are ``train`` or ``test`` (:data:`SPLITS`).
 - Masks (``tile_masks``, ``pseudo_masks``): uint8 class index, 0 = background, k = the k-th
   class of ``classes``, 255 = ignore (:data:`IGNORE_INDEX`: padding, nodata, unknown); binary
-  ``predictions`` are stored as 0/255.
+  ``predictions`` are stored as 0/255. Per-scene rasters (``predictions``,
+  ``prediction_probabilities``) are GeoTIFF for georeferenced scenes, else PNG
+  (datasets/scene_raster.py); the probability bands and their decision are owned by
+  prediction_rasters.py.
 - Heatmaps (``cams``): uint8 0..255 per tile and class (:data:`HEATMAP_MAX`), the H(x, y) that
   threshold T compares against; 0 outside the scene.
 - Prompt modes of ``sam_labeling.prompt_mode``: ``point_box``, ``box``, ``point``

@@ -15,6 +15,7 @@ from wsss_project.datasets.scene_raster import (
     Georeference,
     StreamedSceneRaster,
     scene_array,
+    write_scene_raster,
 )
 from wsss_project.imagery.tiling import TileWindow
 
@@ -94,6 +95,15 @@ def test_a_scene_without_georeferencing_is_a_png_and_loads_the_same(tmp_path):
     # A bare array is a non-georeferenced scene too.
     dataset.save(array[0][:50, :60])
     assert dataset.load().shape == (50, 60)
+
+
+def test_a_multi_band_raster_without_georeferencing_is_a_plain_tiff(tmp_path):
+    array = _scene(count=3)
+    path = write_scene_raster(tmp_path / "m", ArraySceneRaster(array))
+    assert path.name == "m.tif"
+    loaded = FileSceneRaster(path)
+    assert loaded.georeference == Georeference() and loaded.count == 3
+    np.testing.assert_array_equal(loaded.read(TileWindow(5, 6, 7, 8)), array[:, 5:12, 6:14])
 
 
 def test_a_transform_alone_makes_a_geotiff_and_the_stale_png_of_the_scene_goes(tmp_path):

@@ -13,7 +13,6 @@ from wsss_project.imagery.readers import (
     read_valid_window,
     stretch_to_uint8,
     validate_rgb_bands,
-    write_georeferenced_mask,
 )
 
 RNG = np.random.default_rng(0)
@@ -65,12 +64,6 @@ def test_geotiff_keeps_crs_and_transform(tmp_path):
     rgb, meta = read_image(tmp_path / "s.tif")
     assert rgb.shape == (16, 16, 3) and rgb.dtype == np.uint8
     assert "32648" in meta["crs"] and meta["transform"] == list(transform)[:6]
-    write_georeferenced_mask(tmp_path / "out" / "s_pred.tif", np.ones((16, 16), np.uint8), meta)
-    with rasterio.open(tmp_path / "out" / "s_pred.tif") as src:
-        assert (
-            src.crs.to_epsg() == 32648 and src.transform == transform and src.read(1).sum() == 256
-        )
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["s_pred.tif"]
 
 
 def test_masks_by_value_and_by_palette(tmp_path):

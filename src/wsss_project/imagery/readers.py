@@ -12,7 +12,6 @@ import numpy as np
 
 from wsss_project.contracts import IGNORE_INDEX
 from wsss_project.errors import UserInputError
-from wsss_project.utils.atomic import atomic_path
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 MAX_LISTED_VALUES = 5
@@ -292,26 +291,6 @@ def read_mask(
             f"{path}: values {bad.tolist()} match no class of `data.folder.mask_class_values` {list(class_values)}"
         )
     return out
-
-
-def write_georeferenced_mask(path: str | Path, mask: np.ndarray, meta: dict[str, Any]) -> None:
-    """Write a single-band uint8 GeoTIFF with the scene's CRS and transform, atomically."""
-    import rasterio
-    from affine import Affine
-
-    transform = Affine(*meta["transform"]) if meta.get("transform") else None
-    with atomic_path(path) as tmp, rasterio.open(
-        tmp,
-        "w",
-        driver="GTiff",
-        height=mask.shape[0],
-        width=mask.shape[1],
-        count=1,
-        dtype="uint8",
-        crs=meta.get("crs"),
-        transform=transform,
-    ) as dst:
-        dst.write(mask.astype(np.uint8), 1)
 
 
 def read_valid_window(
