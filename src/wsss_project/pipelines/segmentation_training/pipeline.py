@@ -9,7 +9,7 @@ from .nodes import (
     HISTORY_PREFIX,
     MASKS_DATASET,
     classify_scenes,
-                cluster_regions,
+    cluster_regions,
     predict_scenes,
     pretrain_segmentation_model,
     refine_predictions,
