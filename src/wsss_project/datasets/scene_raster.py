@@ -29,6 +29,9 @@ value, so no nodata *value* can be reserved without clashing. Pixels without dat
 marked by a GDAL internal per-dataset mask band (``write_mask``; QGIS and rasterio's
 ``read_masks``/``dataset_mask`` honour it) and hold 0. The mask is only created when some pixel is
 invalid. A PNG holds no mask: its nodata pixels are 0 (background), as documented in the README.
+
+Not kedro-datasets' ``rioxarray.GeoTIFFDataset``: it loads and saves whole xarray arrays, with no
+windowed write, COG copy or mask band, so a large scene would sit in memory whole.
 """
 
 from __future__ import annotations
