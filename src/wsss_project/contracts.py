@@ -122,3 +122,10 @@ IGNORED_FRACTION = "ignored_fraction"  # share of the train tiles' in-scene pixe
 REFINEMENT_PREFIX = "prediction_refinement"
 COMPONENTS_KEPT, COMPONENTS_REMOVED, PIXELS_REMOVED = "components_kept", "components_removed", "pixels_removed"
 REFINEMENT_COUNTS = (COMPONENTS_KEPT, COMPONENTS_REMOVED, PIXELS_REMOVED)
+
+# --- the landslide inventory (geospatial/inventory.py owns its GeoPackage layout) ---------------
+
+# Logged to MLflow as `<INVENTORY_PREFIX>.<name>`: N_POLYGONS of both layers, and the summed area of
+# each layer under its area column's name (area_m2: scenes with a CRS; area_px: scenes without).
+INVENTORY_PREFIX = "inventory"
+N_POLYGONS = "n_polygons"
