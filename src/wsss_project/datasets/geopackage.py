@@ -57,14 +57,15 @@ class GeoPackageDataset(AbstractVersionedDataset[dict, dict]):
     def save(self, data: dict[str, gpd.GeoDataFrame]) -> None:
         if not isinstance(data, dict) or not all(isinstance(f, gpd.GeoDataFrame) for f in data.values()):
             raise DatasetError(f"{self._filepath}: expected {{layer name: GeoDataFrame}}, got {type(data).__name__}")
-        with atomic_path(self._get_save_path()) as tmp, warnings.catch_warnings():
+        path = Path(self._get_save_path())
+        with atomic_path(path) as tmp, warnings.catch_warnings():
             # the temporary name ends in .tmp (GDAL notes the extension), and a pixel-space layer has no CRS
             warnings.filterwarnings("ignore", message=".*(extension|'crs' was not provided).*")
             for layer, frame in data.items():  # each a new layer of the same file
                 pyogrio.write_dataframe(
                     frame, tmp, layer=layer, driver=DRIVER, geometry_type=EMPTY_GEOMETRY_TYPE if frame.empty else None
                 )
-        self._log_to_mlflow(Path(self._get_save_path()))
+        self._log_to_mlflow(path)
 
     def _log_to_mlflow(self, path: Path) -> None:
         if self._mlflow_artifact_path is None:
