@@ -342,20 +342,25 @@ def plot_sample_panels(
 # --------------------------------------------------------------------------- landslide inventory
 
 
-def _block_reader(array: np.ndarray) -> BlockReader:
+def _block_reader(array: np.ndarray, dataset: str, scene_id: str, height: int, width: int) -> BlockReader:
     """Window reads of an array loaded whole (the last two axes are rows and columns). The one place
     that knows how a stored scene is read: a windowed raster reader replaces it without touching
     the inventory."""
+    if array.shape[-2:] != (height, width):
+        raise UserInputError(
+            f"`{dataset}` of {scene_id} is {array.shape[-2:]}, its scene is {(height, width)}: "
+            "rerun the pipeline that writes it"
+        )
     return lambda window: array[..., window.row_off : window.row_off + window.height,
                                 window.col_off : window.col_off + window.width]
 
 
-def _class_reader(stored: np.ndarray, n_classes: int) -> BlockReader:
-    read = _block_reader(stored)
+def _class_reader(stored: np.ndarray, scene_id: str, height: int, width: int, n_classes: int) -> BlockReader:
+    read = _block_reader(stored, "predictions", scene_id, height, width)
     return lambda window: decode_prediction(read(window), n_classes)
 
 
-def _probability_reader(stored: np.ndarray, scene_id: str, n_classes: int) -> BlockReader:
+def _probability_reader(stored: np.ndarray, scene_id: str, height: int, width: int, n_classes: int) -> BlockReader:
     """(n_classes, h, w) windows of a scene's probabilities, stored (C, H, W), or (H, W) for one class."""
     if stored.ndim == 2 and n_classes == 1:
         stored = stored[None]
@@ -364,7 +369,7 @@ def _probability_reader(stored: np.ndarray, scene_id: str, n_classes: int) -> Bl
             f"`prediction_probabilities` of {scene_id} has shape {stored.shape}, expected one band per class "
             f"({n_classes}, height, width): rerun the pipeline that writes it"
         )
-    return _block_reader(stored)
+    return _block_reader(stored, "prediction_probabilities", scene_id, height, width)
 
 
 def _inventory_totals(layers: dict[str, gpd.GeoDataFrame]) -> dict[str, dict[str, float]]:
@@ -395,12 +400,11 @@ def build_landslide_inventory(
         read_probabilities = None
         if prediction_probabilities:
             stored = load_partition(prediction_probabilities, scene.scene_id, "prediction_probabilities")
-            read_probabilities = _probability_reader(stored, scene.scene_id, n_classes)
+            read_probabilities = _probability_reader(stored, scene.scene_id, georef.height, georef.width, n_classes)
         stored = load_partition(predictions, scene.scene_id, "predictions")
-        components = scene_components(
-            scene.scene_id, _class_reader(stored, n_classes), read_probabilities, georef.height, georef.width,
-            n_classes, int(inventory["window_size"]),
-        )
+        read_classes = _class_reader(stored, scene.scene_id, georef.height, georef.width, n_classes)
+        components = scene_components(scene.scene_id, read_classes, read_probabilities, georef.height, georef.width,
+                                      n_classes, int(inventory["window_size"]))
         frames.append(scene_inventory(scene.scene_id, components, georef, classes, inventory["min_area"]))
         elapsed = time.perf_counter() - start
         logger.info("inventory: scene %d/%d (%s) %d polygons in %s; %.2f scenes/s", n, len(test), scene.scene_id,
