@@ -27,8 +27,8 @@ Areas and CRS (one GeoPackage for scenes of any CRS)
   affine map: the areas are |det(transform)| per pixel, the perimeters its true lengths. The centroid
   is taken in that metric CRS, then given in lon/lat (EPSG:4326).
 - A scene without CRS has no metres and no lon/lat: layer `polygons_pixel`, geometry in pixel
-  coordinates (x = column, y = row, pixel edges; GDAL's default for an image without
-  georeferencing), area and perimeter in pixels. A transform without CRS is ignored (logged): its
+  coordinates (x = column, y = row growing downwards as in the image array, on pixel edges),
+  area and perimeter in pixels. A transform without CRS is ignored (logged): its
   units are unknown. A CRS without transform (an identity transform, which the readers store as
   null) cannot place the scene: also pixel layer, logged.
 
