@@ -80,6 +80,7 @@ BACKGROUND_NAME = "background"  # its name in `per_class` of the metrics report
 IGNORE_INDEX = 255  # in every class-index mask: padding, nodata and "known positive, place unknown"
 BINARY_FOREGROUND_VALUE = 255  # binary predictions are stored 0/255, so that they are visible
 HEATMAP_MAX = 255  # heatmaps are uint8 0..HEATMAP_MAX
+PROBABILITY_MAX = 255  # prediction_probabilities are uint8 0..PROBABILITY_MAX, PROBABILITY_MAX = probability 1
 
 # --- prompt modes (APSAM Table II) ------------------------------------------------------------
 

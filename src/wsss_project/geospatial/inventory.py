@@ -64,6 +64,7 @@ from pyproj.exceptions import CRSError
 from rasterio.windows import Window
 from shapely.geometry import box, shape
 
+from wsss_project.contracts import PROBABILITY_MAX
 from wsss_project.errors import UserInputError
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,6 @@ GEOREFERENCED_LAYER = "polygons_wgs84"
 PIXEL_LAYER = "polygons_pixel"
 INVENTORY_LAYERS = (GEOREFERENCED_LAYER, PIXEL_LAYER)
 WGS84 = "EPSG:4326"
-PROBABILITY_SCALE = 255  # the probability raster is uint8, 255 = probability 1
 CONNECTIVITY = 4  # rasterio.features.shapes' default; diagonal neighbours are separate polygons
 NO_PIECE = -1  # seam arrays: no foreground pixel there
 
@@ -325,7 +325,7 @@ def scene_inventory(
                                                 c.geometry.bounds[3], c.geometry.bounds[2], c.n_pixels))
     n_pixels = np.array([c.n_pixels for c in ordered], np.int64)
     mean_probability = np.array(
-        [np.nan if c.probability_sum is None else c.probability_sum / c.n_pixels / PROBABILITY_SCALE for c in ordered]
+        [np.nan if c.probability_sum is None else c.probability_sum / c.n_pixels / PROBABILITY_MAX for c in ordered]
     )
     pixel_geometries = gpd.GeoSeries([c.geometry for c in ordered])
     table = {"scene_id": scene_id, "class_name": [class_names[c.class_index - 1] for c in ordered],
