@@ -187,6 +187,8 @@ def test_bad_georeferencing_is_an_error_naming_the_scene():
         scene_georeference("a", "EPSG:not-a-code", NORTH_UP, 10, 10)
     with pytest.raises(UserInputError, match="scene b: its transform .* degenerate"):
         scene_georeference("b", UTM, [10.0, 0, 0, 0, 0, 0], 10, 10)
+    with pytest.raises(UserInputError, match="scene c: its transform .* is not the 6 coefficients"):
+        scene_georeference("c", UTM, "[10.0, 0, 0, 0, -10.0]", 10, 10)
 
 
 def test_the_geopackage_layers_are_always_both_with_their_columns():

@@ -73,6 +73,7 @@ GEOREFERENCED_LAYER = "polygons_wgs84"
 PIXEL_LAYER = "polygons_pixel"
 INVENTORY_LAYERS = (GEOREFERENCED_LAYER, PIXEL_LAYER)
 WGS84 = "EPSG:4326"
+AFFINE_COEFFICIENTS = ("a", "b", "c", "d", "e", "f")  # the scenes table's transform: x = a*col + b*row + c, y = d*col + e*row + f
 CONNECTIVITY = 4  # rasterio.features.shapes' default; diagonal neighbours are separate polygons
 NO_PIECE = -1  # seam arrays: no foreground pixel there
 
@@ -138,6 +139,8 @@ def scene_georeference(scene_id: str, crs: Any, transform: Any, height: int, wid
             f"scene {scene_id}: CRS {crs!r} is neither projected nor geographic; the inventory measures "
             "areas in metres in a projected CRS or in the UTM zone of a geographic one"
         )
+    if len(transform) != len(AFFINE_COEFFICIENTS):
+        raise UserInputError(f"scene {scene_id}: its transform {transform!r} is not the 6 coefficients {AFFINE_COEFFICIENTS}")
     affine = Affine(*[float(v) for v in transform])
     if affine.determinant == 0:
         raise UserInputError(f"scene {scene_id}: its transform {list(transform)} is degenerate (zero pixel area)")

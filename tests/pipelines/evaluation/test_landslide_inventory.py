@@ -22,7 +22,7 @@ ROTATED = [PIXEL_M * np.cos(0.3), -PIXEL_M * np.sin(0.3), 600_000.0,
 def _scenes() -> pd.DataFrame:
     rows = [
         ("utm", 40, 50, "EPSG:32632", UTM_TRANSFORM, "test"),
-        ("rotated", 30, 60, "EPSG:32632", ROTATED, "test"),
+        ("rotated", 30, 60, "EPSG:32633", ROTATED, "test"),  # another CRS, same layer
         ("png", 35, 45, None, None, "test"),
         ("train_scene", 40, 40, "EPSG:32632", UTM_TRANSFORM, "train"),
     ]
@@ -50,6 +50,10 @@ def test_the_inventory_of_the_test_scenes_has_their_areas_and_totals(caplog):
     layers, totals = build_landslide_inventory(loaders, {}, scenes, INVENTORY, ["landslide"])
     georeferenced, pixel = layers[GEOREFERENCED_LAYER], layers[PIXEL_LAYER]
     assert set(georeferenced["scene_id"]) == {"utm", "rotated"} and set(pixel["scene_id"]) == {"png"}
+    # scenes of two CRSs share the lon/lat layer, each measured in its own CRS
+    assert georeferenced.crs == "EPSG:4326" and pixel.crs is None
+    assert georeferenced.groupby("scene_id")["area_crs"].unique().map(list).to_dict() == {
+        "utm": ["EPSG:32632"], "rotated": ["EPSG:32633"]}
     for scene_id, frame, column, pixel_area in (("utm", georeferenced, "area_m2", PIXEL_M**2),
                                                 ("rotated", georeferenced, "area_m2", PIXEL_M**2),
                                                 ("png", pixel, "area_px", 1.0)):
