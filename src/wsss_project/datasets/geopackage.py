@@ -18,7 +18,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import geopandas as gpd
-import mlflow
 import pyogrio
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
 
@@ -70,6 +69,8 @@ class GeoPackageDataset(AbstractVersionedDataset[dict, dict]):
     def _log_to_mlflow(self, path: Path) -> None:
         if self._mlflow_artifact_path is None:
             return
+        import mlflow  # only a dataset that logs pays for the import (wsss_project.datasets is imported widely)
+
         if mlflow.active_run() is None:
             logger.info("%s: no active MLflow run, so it is not logged as an artifact", path)
             return
