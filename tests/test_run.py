@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import geopandas as gpd
 import mlflow
 import numpy as np
 import pandas as pd
@@ -116,6 +117,21 @@ def test_default_pipeline_end_to_end(project_copy):
     assert not [key for key in run.index if key.startswith("metrics.") and ".synthetic" in key]
     assert run["metrics.weak_to_full_ratio"] == pytest_approx(ratio["value"])
     assert "metrics.supervised_reference_training.loss" in run
+
+    # The landslide inventory: synthetic scenes have no CRS, so every polygon is in the pixel layer,
+    # and their areas add up to the predicted pixels of the test scenes.
+    inventory = _latest(data / "07_model_output" / "landslide_inventory.gpkg")
+    layers = {name: gpd.read_file(inventory, layer=name) for name in ("polygons_wgs84", "polygons_pixel")}
+    assert len(layers["polygons_wgs84"]) == 0
+    predicted = sum(
+        int((read_png(data / "07_model_output" / "predictions" / f"{s.scene_id}.png") == 255).sum())
+        for s in test_scenes.itertuples()
+    )
+    assert predicted > 0 and layers["polygons_pixel"]["area_px"].sum() == predicted
+    assert set(layers["polygons_pixel"]["scene_id"]) <= set(test_scenes["scene_id"])
+    assert run["metrics.inventory.n_polygons"] == len(layers["polygons_pixel"])
+    artifacts = mlflow.MlflowClient().list_artifacts(run["run_id"], "inventory")
+    assert [a.path for a in artifacts] == ["inventory/landslide_inventory.gpkg"]
 
 
 def _once_per_scene_pixel(data: Path, train_tiles: pd.DataFrame, scenes: pd.DataFrame, claims) -> tuple[int, ...]:

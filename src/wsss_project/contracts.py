@@ -83,6 +83,7 @@ BACKGROUND_NAME = "background"  # its name in `per_class` of the metrics report
 IGNORE_INDEX = 255  # in every class-index mask: padding, nodata and "known positive, place unknown"
 BINARY_FOREGROUND_VALUE = 255  # binary predictions are stored 0/255, so that they are visible
 HEATMAP_MAX = 255  # heatmaps are uint8 0..HEATMAP_MAX
+PROBABILITY_MAX = 255  # prediction_probabilities are uint8 0..PROBABILITY_MAX, PROBABILITY_MAX = probability 1
 
 # --- prompt modes (APSAM Table II) ------------------------------------------------------------
 
@@ -125,3 +126,10 @@ IGNORED_FRACTION = "ignored_fraction"  # share of the train tiles' in-scene pixe
 REFINEMENT_PREFIX = "prediction_refinement"
 COMPONENTS_KEPT, COMPONENTS_REMOVED, PIXELS_REMOVED = "components_kept", "components_removed", "pixels_removed"
 REFINEMENT_COUNTS = (COMPONENTS_KEPT, COMPONENTS_REMOVED, PIXELS_REMOVED)
+
+# --- the landslide inventory (geospatial/inventory.py owns its GeoPackage layout) ---------------
+
+# Logged to MLflow as `<INVENTORY_PREFIX>.<name>`: N_POLYGONS of both layers, and the summed area of
+# each layer under its area column's name (area_m2: scenes with a CRS; area_px: scenes without).
+INVENTORY_PREFIX = "inventory"
+N_POLYGONS = "n_polygons"

@@ -125,6 +125,9 @@ def test_a_missing_parameter_is_named(path):
          "unknown parameter `localization.vpe.seed_fractoin`; did you mean `localization.vpe.seed_fraction`?"),
         ({"localization": {"ir_los": {"weight": 0.5}}},
          "unknown parameter `localization.ir_los.weight`; did you mean `localization.ir_loss.weight`?"),
+        # one number in two units would be wrong for one kind of scene: m2 and px are separate keys
+        ({"inventory": {"min_area": {"area": 10.0}}},
+         "unknown parameter `inventory.min_area.area`; the keys of `inventory.min_area` are ['m2', 'px']"),
     ],
 )
 def test_a_misspelt_key_gets_the_closest_valid_name(runtime, expected):
@@ -191,6 +194,8 @@ def test_valid_thresholds_pass(threshold):
         ({"data": {"folder": {"stretch_percentiles": [98, 2]}}}, "data.folder.stretch_percentiles"),
         ({"data": {"folder": {"source_pattern": "^[a-z]+"}}}, "data.folder.source_pattern"),
         ({"reporting": {"n_sample_tiles": 0}}, "reporting.n_sample_tiles"),
+        ({"inventory": {"window_size": 0}}, "inventory.window_size"),
+        ({"inventory": {"min_area": {"m2": -1.0}}}, "inventory.min_area.m2"),
         ({"classes": ["landslide", "landslide"]}, "classes"),
         ({"device": "gpu"}, "device"),
         ({"seed": -1}, "seed"),

@@ -611,6 +611,20 @@ class Reporting(Section):
     sample_seed: NonNegativeInt
 
 
+class InventoryMinArea(Section):
+    """Two keys, one per unit: a run may mix georeferenced scenes (m²) and scenes without CRS (pixels)."""
+
+    m2: Annotated[float, Field(ge=0, description="square metres, scenes with a CRS")]
+    px: Annotated[float, Field(ge=0, description="pixels, scenes without CRS")]
+
+
+class Inventory(Section):
+    """The landslide inventory (geospatial/inventory.py): built on the test scenes' predictions."""
+
+    window_size: Annotated[int, Field(ge=1, description="pixels a side of the windows read at a time")]
+    min_area: InventoryMinArea
+
+
 # --------------------------------------------------------------------------- text_prototype_kb (seed 003)
 
 
@@ -678,6 +692,7 @@ SECTIONS: dict[str, Any] = {
     "sam_labeling": SamLabeling,
     "segmentation_training": SegmentationTraining,
     "reporting": Reporting,
+    "inventory": Inventory,
     "text_prototype_kb": TextPrototypeKb,
     "threshold_sweep": dict[str, ThresholdVariant],
     "prompt_ablation": dict[str, AblationVariant],

@@ -14,6 +14,9 @@ Stages (APSAM Table I, the classic WSSS baseline and a fully supervised referenc
 plus weak_to_full_ratio = prediction IoU / supervised_reference IoU, pooled and per source (the
 sources both test-scene stages report).
 
+The landslide inventory (build_landslide_inventory) polygonises the test scenes' predictions into
+a GeoPackage (geospatial/inventory.py), with its totals logged to MLflow.
+
 Train tiles overlap, so the train-scene stages count each scene pixel once: every pixel belongs
 to one owning tile (nearest valid-window centre, see `imagery.tiling.owned_masks`) and each tile is
 measured on its owned pixels only. Pixels outside the scene (tile padding) are never measured.
@@ -23,10 +26,12 @@ Ground truth comes from `tile_masks`; its 255 pixels (padding, nodata, ignore) a
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -35,7 +40,9 @@ from wsss_project.contracts import (
     BACKGROUND_NAME,
     CAM_THRESHOLD,
     IGNORE_INDEX,
+    INVENTORY_PREFIX,
     MLFLOW_METRICS,
+    N_POLYGONS,
     PREDICTION,
     PSEUDO_LABELS,
     RATIO_KEY,
@@ -57,6 +64,14 @@ from wsss_project.datasets.scene_raster import (
 )
 from wsss_project.errors import UserInputError
 from wsss_project.evaluation.metrics import ConfusionAccumulator
+from wsss_project.geospatial.inventory import (
+    AREA_COLUMNS,
+    BlockReader,
+    inventory_layers,
+    scene_components,
+    scene_georeference,
+    scene_inventory,
+)
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene, owned_masks
 from wsss_project.reporting.figures import sample_panels, stage_comparison
 from wsss_project.tile_data import (
@@ -66,6 +81,7 @@ from wsss_project.tile_data import (
     tile_rows,
     tiles_of_split,
 )
+from wsss_project.validation.schema import check_section
 
 logger = logging.getLogger(__name__)
 
@@ -350,3 +366,80 @@ def plot_sample_panels(
         for tile_id in chosen["tile_id"]
     ]
     return sample_panels(samples)
+
+
+# --------------------------------------------------------------------------- landslide inventory
+
+
+def _block_reader(array: np.ndarray, dataset: str, scene_id: str, height: int, width: int) -> BlockReader:
+    """Window reads of an array loaded whole (the last two axes are rows and columns). The one place
+    that knows how a stored scene is read: a windowed raster reader replaces it without touching
+    the inventory."""
+    if array.shape[-2:] != (height, width):
+        raise UserInputError(
+            f"`{dataset}` of {scene_id} is {array.shape[-2:]}, its scene is {(height, width)}: "
+            "rerun the pipeline that writes it"
+        )
+    return lambda window: array[..., window.row_off : window.row_off + window.height,
+                                window.col_off : window.col_off + window.width]
+
+
+def _class_reader(stored: np.ndarray, scene_id: str, height: int, width: int, n_classes: int) -> BlockReader:
+    read = _block_reader(stored, "predictions", scene_id, height, width)
+    return lambda window: decode_prediction(read(window), n_classes)
+
+
+def _probability_reader(stored: np.ndarray, scene_id: str, height: int, width: int, n_classes: int) -> BlockReader:
+    """(n_classes, h, w) windows of a scene's probabilities, stored (C, H, W), or (H, W) for one class."""
+    if stored.ndim == 2 and n_classes == 1:
+        stored = stored[None]
+    if stored.ndim != 3 or stored.shape[0] != n_classes:
+        raise UserInputError(
+            f"`prediction_probabilities` of {scene_id} has shape {stored.shape}, expected one band per class "
+            f"({n_classes}, height, width): rerun the pipeline that writes it"
+        )
+    return _block_reader(stored, "prediction_probabilities", scene_id, height, width)
+
+
+def _inventory_totals(layers: dict[str, gpd.GeoDataFrame]) -> dict[str, dict[str, float]]:
+    totals = {N_POLYGONS: float(sum(len(frame) for frame in layers.values()))}
+    for layer, column in AREA_COLUMNS.items():
+        totals[column] = float(layers[layer][column].sum())
+    return {f"{INVENTORY_PREFIX}.{name}": {"value": value, "step": 0} for name, value in totals.items()}
+
+
+def build_landslide_inventory(
+    predictions: Partitions, prediction_probabilities: Partitions, scenes: pd.DataFrame, inventory: dict,
+    classes: list[str],
+) -> tuple[dict[str, gpd.GeoDataFrame], dict[str, dict[str, float]]]:
+    """The GeoPackage layers of the test scenes' predicted polygons (geospatial/inventory.py) and
+    their totals for MLflow (polygons, area in m² and in pixels).
+
+    `prediction_probabilities` may hold no partition (a run that writes none): mean_probability is
+    then NaN, as the log says. Each scene is read window by window (`inventory.window_size`).
+    """
+    check_section(inventory, "inventory")
+    n_classes = len(classes)
+    if not prediction_probabilities:
+        logger.warning("inventory: no `prediction_probabilities` in this run, so every mean_probability is NaN")
+    test = scenes[scenes["split"] == TEST_SPLIT]
+    frames, start = [], time.perf_counter()
+    for n, scene in enumerate(test.itertuples(index=False), start=1):
+        georef = scene_georeference(scene.scene_id, scene.crs, scene.transform, scene.height, scene.width)
+        read_probabilities = None
+        if prediction_probabilities:
+            stored = load_partition(prediction_probabilities, scene.scene_id, "prediction_probabilities")
+            read_probabilities = _probability_reader(stored, scene.scene_id, georef.height, georef.width, n_classes)
+        stored = load_partition(predictions, scene.scene_id, "predictions")
+        read_classes = _class_reader(stored, scene.scene_id, georef.height, georef.width, n_classes)
+        components = scene_components(scene.scene_id, read_classes, read_probabilities, georef.height, georef.width,
+                                      n_classes, int(inventory["window_size"]))
+        frames.append(scene_inventory(scene.scene_id, components, georef, classes, inventory["min_area"]))
+        elapsed = time.perf_counter() - start
+        logger.info("inventory: scene %d/%d (%s) %d polygons in %s; %.2f scenes/s", n, len(test), scene.scene_id,
+                    len(frames[-1][1]), frames[-1][0], n / max(elapsed, 1e-9))
+    layers = inventory_layers(frames)
+    totals = _inventory_totals(layers)
+    logger.info("inventory: %d polygons, %.1f m² (scenes with a CRS), %.0f pixels (scenes without)",
+                *(totals[f"{INVENTORY_PREFIX}.{k}"]["value"] for k in (N_POLYGONS, *AREA_COLUMNS.values())))
+    return layers, totals

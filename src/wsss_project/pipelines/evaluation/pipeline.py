@@ -1,9 +1,11 @@
 """evaluation pipeline: train-scene stages (CAM > T, pseudo-labels), test-scene stages (prediction,
-supervised reference), their weak-to-full ratio, and the report figures."""
+supervised reference), their weak-to-full ratio, the report figures, and the landslide inventory of the
+test scenes' predictions."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
 from .nodes import (
+    build_landslide_inventory,
     collect_metrics,
     evaluate_cam_threshold,
     evaluate_predictions,
@@ -54,6 +56,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                  "params:reporting", "params:classes"],
                 "sample_panels_figure",
                 name="plot_sample_panels",
+            ),
+            node(
+                build_landslide_inventory,
+                ["predictions", "prediction_probabilities", "scenes", "params:inventory", "params:classes"],
+                ["landslide_inventory", "landslide_inventory_mlflow"],
+                name="build_landslide_inventory",
             ),
         ]
     )

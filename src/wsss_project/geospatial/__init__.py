@@ -1,0 +1,1 @@
+"""Geospatial products of the predictions (GIS formats, CRS handling), as plain functions."""
