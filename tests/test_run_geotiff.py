@@ -122,3 +122,28 @@ def test_png_scenes_keep_png_outputs_and_the_report_measures_each_valid_test_pix
         # Every test pixel once, the GeoTIFFs' nodata corners left out (their masks are 255 there).
         assert metrics[stage]["pixels"] == 3 * HEIGHT * WIDTH - 2 * nodata
         assert set(metrics[stage]["per_source"]) == {"geo", "plain"}
+
+
+def test_the_inventory_areas_add_up_to_the_predicted_pixels_and_its_polygons_lie_in_their_scenes(run_data):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    inventory = _latest(run_data / "07_model_output" / "landslide_inventory.gpkg")
+    georeferenced = gpd.read_file(inventory, layer="polygons_wgs84")
+    pixel = gpd.read_file(inventory, layer="polygons_pixel")
+    folder = run_data / "07_model_output" / "predictions"
+    for scene in _test_scenes(run_data).itertuples():
+        if scene.source == "geo":
+            with rasterio.open(folder / f"{scene.scene_id}.tif") as src:
+                predicted, pixel_area, bounds = int((src.read(1) == 255).sum()), abs(src.transform.determinant), src.bounds
+            rows = georeferenced[georeferenced.scene_id == scene.scene_id]
+            assert rows["area_m2"].sum() == pytest.approx(predicted * pixel_area, rel=0.01)
+            # back in the scene's CRS, every polygon lies inside the scene (a millimetre for reprojection)
+            footprint = box(*bounds).buffer(1e-3)
+            assert rows.to_crs(CRS).geometry.within(footprint).all()
+        else:
+            predicted = int((read_png(folder / f"{scene.scene_id}.png") == 255).sum())
+            rows = pixel[pixel.scene_id == scene.scene_id]
+            assert rows["area_px"].sum() == predicted
+            assert rows.geometry.within(box(0, 0, WIDTH, HEIGHT)).all()
+        assert predicted > 0 and len(rows) > 0, "the check needs a predicted landslide"

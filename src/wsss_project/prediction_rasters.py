@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from wsss_project.contracts import BACKGROUND_NAME, HEATMAP_MAX
+from wsss_project.contracts import BACKGROUND_NAME, PROBABILITY_MAX
 
 BINARY_DECISION_LEVEL = 128  # stored binary probability >= this <=> landslide (p > 0.5 <=> round(255 p) >= 128)
 
@@ -36,7 +36,7 @@ def quantise_probabilities(probabilities: np.ndarray) -> np.ndarray:
     """
     probabilities = np.asarray(probabilities)
     predicted = probabilities.argmax(axis=0)
-    levels = np.clip(np.rint(probabilities * HEATMAP_MAX), 0, HEATMAP_MAX).astype(np.uint8)
+    levels = np.clip(np.rint(probabilities * PROBABILITY_MAX), 0, PROBABILITY_MAX).astype(np.uint8)
     if probabilities.shape[0] == 2:
         foreground = levels[1]
         upper = BINARY_DECISION_LEVEL - 1
@@ -58,3 +58,12 @@ def classes_from_probabilities(bands: np.ndarray, n_classes: int) -> np.ndarray:
         single = bands if bands.ndim == 2 else bands[0]
         return (single >= BINARY_DECISION_LEVEL).astype(np.uint8)
     return bands.argmax(axis=0).astype(np.uint8)
+
+
+def class_probability_bands(bands: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n_classes, h, w): each class's stored probability, from stored bands ((1 | n_classes + 1, h, w), or
+    (h, w) for one band): the background band of a multi-class raster is dropped."""
+    bands = np.asarray(bands)
+    if n_classes == 1:
+        return bands[None] if bands.ndim == 2 else bands
+    return bands[1:]

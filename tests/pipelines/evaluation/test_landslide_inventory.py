@@ -84,10 +84,26 @@ def test_stale_inputs_and_bad_parameters_are_named():
     scenes = _scenes()
     predictions = _predictions(scenes)
     wrong_bands = {key: np.zeros((2, *mask.shape), np.uint8) for key, mask in predictions.items()}
-    with pytest.raises(UserInputError, match="`prediction_probabilities` of utm has shape"):
+    with pytest.raises(UserInputError, match=r"`prediction_probabilities` of utm has 2 band\(s\), expected 1"):
         build_landslide_inventory(predictions, wrong_bands, scenes, INVENTORY, ["landslide"])
     for stale in (predictions["utm"][:-1], np.pad(predictions["utm"], ((0, 0), (0, 1)))):
         with pytest.raises(UserInputError, match=r"`predictions` of utm is \(\d+, \d+\), its scene is \(40, 50\)"):
             build_landslide_inventory({**predictions, "utm": stale}, {}, scenes, INVENTORY, ["landslide"])
     with pytest.raises(UserInputError, match="inventory.min_area"):
         build_landslide_inventory(predictions, {}, scenes, {**INVENTORY, "min_area": {"m2": 1.0}}, ["landslide"])
+
+
+def test_a_multi_class_inventory_reads_each_class_band_of_the_stored_probabilities():
+    """Stored multi-class probabilities hold background first (prediction_rasters): class k's polygons
+    take band k, not band k - 1."""
+    scenes = _scenes().iloc[[0]]
+    classes = np.zeros((40, 50), np.uint8)
+    classes[5:15, 5:15], classes[20:30, 20:40] = 1, 2
+    bands = np.stack([np.full(classes.shape, 10, np.uint8), np.full(classes.shape, 51, np.uint8),
+                      np.full(classes.shape, 204, np.uint8)])  # background, class 1 (0.2), class 2 (0.8)
+    layers, _ = build_landslide_inventory({"utm": classes}, {"utm": bands}, scenes, INVENTORY, ["a", "b"])
+    frame = layers[GEOREFERENCED_LAYER].set_index("class_name")
+    assert frame.loc["a", "mean_probability"] == pytest.approx(0.2)
+    assert frame.loc["b", "mean_probability"] == pytest.approx(0.8)
+    with pytest.raises(UserInputError, match=r"has 2 band\(s\), expected 3 for 2 class"):
+        build_landslide_inventory({"utm": classes}, {"utm": bands[1:]}, scenes, INVENTORY, ["a", "b"])

@@ -73,6 +73,7 @@ from wsss_project.geospatial.inventory import (
     scene_inventory,
 )
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene, owned_masks
+from wsss_project.prediction_rasters import class_probability_bands, probability_band_names
 from wsss_project.reporting.figures import sample_panels, stage_comparison
 from wsss_project.tile_data import (
     Partitions,
@@ -371,34 +372,29 @@ def plot_sample_panels(
 # --------------------------------------------------------------------------- landslide inventory
 
 
-def _block_reader(array: np.ndarray, dataset: str, scene_id: str, height: int, width: int) -> BlockReader:
-    """Window reads of an array loaded whole (the last two axes are rows and columns). The one place
-    that knows how a stored scene is read: a windowed raster reader replaces it without touching
-    the inventory."""
-    if array.shape[-2:] != (height, width):
-        raise UserInputError(
-            f"`{dataset}` of {scene_id} is {array.shape[-2:]}, its scene is {(height, width)}: "
-            "rerun the pipeline that writes it"
-        )
-    return lambda window: array[..., window.row_off : window.row_off + window.height,
-                                window.col_off : window.col_off + window.width]
+def _block_reader(stored: Any, dataset: str, scene: dict[str, Any]) -> BlockReader:
+    """Window reads (rasterio windows, as the inventory asks) of a test scene's stored raster: the one
+    place that maps the inventory's windows onto the scene-raster readers."""
+    raster = _window_readable(stored, dataset, scene)
+    return lambda window: raster.read(TileWindow(window.row_off, window.col_off, window.height, window.width))
 
 
-def _class_reader(stored: np.ndarray, scene_id: str, height: int, width: int, n_classes: int) -> BlockReader:
-    read = _block_reader(stored, "predictions", scene_id, height, width)
+def _class_reader(stored: Any, scene: dict[str, Any], n_classes: int) -> BlockReader:
+    read = _block_reader(stored, "predictions", scene)
     return lambda window: decode_prediction(read(window), n_classes)
 
 
-def _probability_reader(stored: np.ndarray, scene_id: str, height: int, width: int, n_classes: int) -> BlockReader:
-    """(n_classes, h, w) windows of a scene's probabilities, stored (C, H, W), or (H, W) for one class."""
-    if stored.ndim == 2 and n_classes == 1:
-        stored = stored[None]
-    if stored.ndim != 3 or stored.shape[0] != n_classes:
+def _probability_reader(stored: Any, scene: dict[str, Any], n_classes: int) -> BlockReader:
+    """(n_classes, h, w) windows of each class's stored probability (prediction_rasters owns the bands)."""
+    raster = as_scene_raster(stored)
+    expected = len(probability_band_names([""] * n_classes))
+    if raster.count != expected:
         raise UserInputError(
-            f"`prediction_probabilities` of {scene_id} has shape {stored.shape}, expected one band per class "
-            f"({n_classes}, height, width): rerun the pipeline that writes it"
+            f"`prediction_probabilities` of {scene['scene_id']} has {raster.count} band(s), expected {expected} "
+            f"for {n_classes} class(es): rerun the pipeline that writes it"
         )
-    return _block_reader(stored, "prediction_probabilities", scene_id, height, width)
+    read = _block_reader(raster, "prediction_probabilities", scene)
+    return lambda window: class_probability_bands(read(window), n_classes)
 
 
 def _inventory_totals(layers: dict[str, gpd.GeoDataFrame]) -> dict[str, dict[str, float]]:
@@ -429,9 +425,9 @@ def build_landslide_inventory(
         read_probabilities = None
         if prediction_probabilities:
             stored = load_partition(prediction_probabilities, scene.scene_id, "prediction_probabilities")
-            read_probabilities = _probability_reader(stored, scene.scene_id, georef.height, georef.width, n_classes)
+            read_probabilities = _probability_reader(stored, scene._asdict(), n_classes)
         stored = load_partition(predictions, scene.scene_id, "predictions")
-        read_classes = _class_reader(stored, scene.scene_id, georef.height, georef.width, n_classes)
+        read_classes = _class_reader(stored, scene._asdict(), n_classes)
         components = scene_components(scene.scene_id, read_classes, read_probabilities, georef.height, georef.width,
                                       n_classes, int(inventory["window_size"]))
         frames.append(scene_inventory(scene.scene_id, components, georef, classes, inventory["min_area"]))
