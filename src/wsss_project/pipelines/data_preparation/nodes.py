@@ -26,7 +26,6 @@ from wsss_project.imagery.tiling import TileWindow, pad_tile, tile_windows
 from wsss_project.validation.schema import RADIOMETRY_STRETCH, check_section
 
 logger = logging.getLogger(__name__)
-# (readers and scenes import rasterio only when a GeoTIFF is read: the synthetic default does not load it)
 
 SYNTHETIC_SOURCE = "synthetic"
 FALLBACK_SOURCE = "folder"
@@ -106,6 +105,13 @@ def _folder_scenes(params: dict, n_classes: int) -> dict[str, Scene]:
             "percentiles come from a decimated read; their tiles are read by window",
             sampled, len(files), settings.stretch_sample_pixels,
         )
+    _log_unusual_georeferencing(no_crs, rotated)
+    return scenes
+
+
+def _log_unusual_georeferencing(no_crs: list[str], rotated: list[str]) -> None:
+    """One line each for the GeoTIFFs without CRS and the scenes with a rotated or sheared
+    transform: what the run does with them (README, data section)."""
     if no_crs:
         logger.warning(
             "%d GeoTIFF scene(s) have no CRS (%s): treated as not georeferenced (crs None); "
@@ -118,7 +124,6 @@ def _folder_scenes(params: dict, n_classes: int) -> dict[str, Scene]:
             "and the transform is kept as given",
             len(rotated), _named(rotated),
         )
-    return scenes
 
 
 def _named(names: list[str]) -> str:
@@ -142,8 +147,9 @@ def _check_data(data: dict) -> None:
 def load_scenes(data: dict, classes: list[str], seed: int) -> dict[str, Scene]:
     """Generate the synthetic scenes or read a folder of imagery, by `data.source`.
 
-    Everything is read and checked before anything is returned, so bad input fails before any
-    output is written.
+    Every folder scene is opened and checked (its stretch read, its mask: see
+    imagery.scenes.open_folder_scene) before anything is returned, so bad input fails before any
+    output is written; a folder scene holds no pixels, its tiles are read by window later.
     """
     _check_data(data)  # data.source is one of the schema's DATA_SOURCES
     if data["source"] == "synthetic":
