@@ -303,3 +303,20 @@ def test_mask_values_of_a_large_scene_are_checked_as_its_tiles_are_cut(tmp_path)
     scenes_raw = load_scenes(data, ["landslide"], 0)  # larger than the sample: only its size is checked here
     with pytest.raises(ValueError, match=r"s_0\.tif: values \[7\]"):
         tile_scenes(scenes_raw, split_scene_table(scenes_raw, data, 0), data, ["landslide"])
+
+
+def test_a_png_scene_is_decoded_once_per_pass_not_once_per_tile(tmp_path, monkeypatch):
+    data = _scenes(tmp_path, "png8")
+    decodes = []
+    for name in ("_decode_plain_image", "_decode_mask"):
+        original = getattr(readers, name)
+        monkeypatch.setattr(readers, name, lambda path, _f=original, _n=name: decodes.append((_n, path.name)) or _f(path))
+    scenes_raw = load_scenes(data, ["landslide"], 0)
+    loaded = len(decodes)
+    index, tiles, masks = tile_scenes(scenes_raw, split_scene_table(scenes_raw, data, 0), data, ["landslide"])
+    for tile_id in sorted(tiles):  # in the order PartitionedDataset saves them
+        tiles[tile_id]()
+    for tile_id in sorted(masks):
+        masks[tile_id]()
+    # per scene: its mask for the labels, its image for the tiles, its mask for the tile masks
+    assert len(index) > 3 * len(scenes_raw) and len(decodes) - loaded == 3 * len(scenes_raw)
