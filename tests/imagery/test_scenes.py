@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tracemalloc
 
 import cv2
 import numpy as np
@@ -223,10 +224,16 @@ def test_a_2048_px_scene_is_read_one_tile_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setattr(readers, "_geotiff_read", spy)
     scenes_raw = load_scenes(data, ["landslide"], 0)
     scenes = split_scene_table(scenes_raw, data, 0)
+    tracemalloc.start()
     index, tiles, masks = tile_scenes(scenes_raw, scenes, data, ["landslide"])
     big = index[index["scene_id"] == "big_0"]
     for tile_id in big["tile_id"]:
         assert tiles[tile_id]().shape == (tile, tile, 3) and masks[tile_id]().shape == (tile, tile)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # Python's allocations (numpy's included; GDAL's own buffers are not traced, the benchmark
+    # measures RSS) stay under half the scene's RGB: neither the scene nor its tile set is held.
+    assert peak < side * side * 3 / 2
     assert len(big) >= (side // tile) ** 2 and big["landslide"].sum() > 0
     assert max(reads) <= max(tile * tile, sample) and reads.count(sample) <= 1
     assert len(reads) >= 3 * len(big)  # every tile was read (labels, tile, mask), none from a whole read
