@@ -14,6 +14,7 @@ from wsss_project.imagery.readers import (
     stretch_to_uint8,
     validate_rgb_bands,
 )
+from wsss_project.imagery.tiling import TileWindow
 
 RNG = np.random.default_rng(0)
 
@@ -304,10 +305,10 @@ def test_the_valid_pixels_of_a_window_follow_the_rule_data_preparation_read_the_
                        crs="EPSG:32645", transform=Affine(2, 0, 0, 0, -2, 0), nodata=0) as dst:
         dst.write(bands)
     _, whole, _ = read_image_and_valid(tmp_path / "s.tif")
-    window = read_valid_window(tmp_path / "s.tif", 10, 15, 10, 15)
+    window = read_valid_window(tmp_path / "s.tif", (1, 2, 3), TileWindow(10, 15, 10, 15))
     np.testing.assert_array_equal(window, whole[10:20, 15:30])
     assert not window[5:, 5:].any() and window[:5].all()
-    assert not read_valid_window(tmp_path / "s.tif", 0, 0, 2, 2).any()
-    assert read_valid_window(tmp_path / "s.tif", 0, 0, 2, 2, rgb_bands=[4, 2, 1]).all()  # ... band 4 has data
+    assert not read_valid_window(tmp_path / "s.tif", (1, 2, 3), TileWindow(0, 0, 2, 2)).any()
+    assert read_valid_window(tmp_path / "s.tif", (4, 2, 1), TileWindow(0, 0, 2, 2)).all()  # ... band 4 has data
     cv2.imwrite(str(tmp_path / "p.png"), _rgb())
-    assert read_valid_window(tmp_path / "p.png", 0, 0, 5, 5) is None  # PNG carries no nodata
+    assert read_valid_window(tmp_path / "p.png", (1, 2, 3), TileWindow(0, 0, 5, 5)).all()  # PNG carries no nodata

@@ -394,6 +394,7 @@ def _choose_threshold(auto_threshold: dict) -> None:
     ("data", "source", "s3", _load_scenes),
     ("data.synthetic", "n_scenes", 1, _load_synthetic_scenes),
     ("data.folder", "stretch_percentiles", [98.0, 2.0], _load_folder_scenes),
+    ("data.folder", "stretch_sample_pixels", 0, _load_folder_scenes),
     ("data.split", "test_fraction", 1.0, _split_scenes),
     ("data", "label_min_fraction", 0.0, _tile_scenes),
     ("data", "overlap", 1.0, _tile_stride),

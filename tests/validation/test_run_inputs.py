@@ -21,6 +21,7 @@ from wsss_project.validation.inputs import (
 FOLDER = {
     "extensions": [".png"], "mask_class_values": [255], "mask_palette": None,
     "source_pattern": "^([A-Za-z]+)[_-]", "rgb_bands": None, "stretch_percentiles": [2.0, 98.0], "radiometry": "stretch",
+    "stretch_sample_pixels": 4194304,
 }
 LOCALIZATION = {"method": "cam_classifier", "backbone": "small", "base_width": 8, "blocks": [1, 1, 1, 1],
                 "output_stride": 16, **PRC_OFF}

@@ -59,7 +59,16 @@ def cut_tile(
 ) -> np.ndarray:
     """Cut one tile; pad past the border by reflection, or with `pad_value` (e.g. 255 = ignore)."""
     part = array[window.row : window.row + window.height, window.col : window.col + window.width]
-    pad_bottom, pad_right = tile_size - window.height, tile_size - window.width
+    return pad_tile(part, tile_size, pad_value)
+
+
+def pad_tile(part: np.ndarray, tile_size: int, pad_value: int | None = None) -> np.ndarray:
+    """A tile from the scene part under its window (read by window, or cut by cut_tile): padded
+    at the bottom and right to `tile_size` by reflecting the part itself, or with `pad_value`.
+
+    The padding reads nothing beyond the part, so a window read gives the tile cut from the scene.
+    """
+    pad_bottom, pad_right = tile_size - part.shape[0], tile_size - part.shape[1]
     if pad_bottom == 0 and pad_right == 0:
         return np.ascontiguousarray(part)
     if pad_value is not None:

@@ -207,6 +207,7 @@ class Folder(Section):
     rgb_bands: Annotated[list[PositiveInt], Field(min_length=RGB_CHANNELS, max_length=RGB_CHANNELS)] | None
     stretch_percentiles: Annotated[list[float], Field(min_length=2, max_length=2), AfterValidator(_percentile_pair)]
     radiometry: choice(RADIOMETRY_MODES)
+    stretch_sample_pixels: PositiveInt
 
 
 class Split(Section):

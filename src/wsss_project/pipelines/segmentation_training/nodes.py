@@ -49,7 +49,7 @@ from wsss_project.datasets.scene_raster import (
     scene_array,
 )
 from wsss_project.errors import UserInputError
-from wsss_project.imagery.readers import GEOTIFF_SUFFIXES, read_valid_window
+from wsss_project.imagery.readers import GEOTIFF_SUFFIXES, read_valid_window, validate_rgb_bands
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene
 from wsss_project.learning import alps
 from wsss_project.learning.clip_decoder_training import (
@@ -269,8 +269,8 @@ def scene_validity(scene: dict, data: dict | None) -> Callable[[TileWindow], np.
     image_path = scene.get("image_path")
     if not isinstance(image_path, str) or Path(image_path).suffix.lower() not in GEOTIFF_SUFFIXES:
         return None
-    rgb_bands = ((data or {}).get("folder") or {}).get("rgb_bands")
-    return lambda w: read_valid_window(image_path, w.row, w.col, w.height, w.width, rgb_bands)
+    rgb_bands = validate_rgb_bands(((data or {}).get("folder") or {}).get("rgb_bands"))
+    return lambda window: read_valid_window(image_path, rgb_bands, window)
 
 
 def predict_scenes(
