@@ -7,6 +7,10 @@ holds one strip at a time. Each size then runs the stages in a fresh Python proc
 STAGES taking and returning the outputs so far: a later stage (prediction) is one more entry.
 
     pytest tests/benchmarks/test_large_scene_memory.py -m benchmark -s
+
+Measured (2 cores, shared; data_preparation only): two 2048-px scenes, 233 tiles, peak RSS
+1078 MB (960 after imports), 3 s; two 8192-px scenes, 3833 tiles, 1079 MB (962), 44 s: ratio
+1.00, growth over the imports 117 / 118 MB = 1.00 (the stretch read, equal at both sizes).
 """
 
 from __future__ import annotations
@@ -193,3 +197,4 @@ def test_peak_memory_grows_at_most_1_5x_when_the_scene_area_grows_16x(tmp_path_f
           f"{growth[AREA_FACTOR_SIDE * SIDE]:.0f} / {growth[SIDE]:.0f} MB = {growth_ratio:.2f}")
     assert reports[AREA_FACTOR_SIDE * SIDE]["tiles"] > 10 * reports[SIDE]["tiles"]
     assert ratio <= MAX_PEAK_RATIO
+    assert growth_ratio <= MAX_PEAK_RATIO  # the stricter reading: what the stages hold beyond the imports
