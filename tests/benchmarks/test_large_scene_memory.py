@@ -8,9 +8,7 @@ STAGES taking and returning the outputs so far: a later stage (prediction) is on
 
     pytest tests/benchmarks/test_large_scene_memory.py -m benchmark -s
 
-Measured (2 cores, shared; data_preparation only): two 2048-px scenes, 233 tiles, peak RSS
-1078 MB (960 after imports), 3 s; two 8192-px scenes, 3833 tiles, 1079 MB (962), 44 s: ratio
-1.00, growth over the imports 117 / 118 MB = 1.00 (the stretch read, equal at both sizes).
+Figures: README, "Large scenes".
 """
 
 from __future__ import annotations
@@ -112,8 +110,45 @@ def stage_data_preparation(workdir: Path, params: dict, outputs: dict) -> dict:
     return {**outputs, "scenes_raw": scenes_raw, "scenes": scenes, "tile_index": tile_index}
 
 
-# The stages run in this order in one child process; prediction is to be added here.
-STAGES: dict[str, Callable[[Path, dict, dict], dict]] = {"data_preparation": stage_data_preparation}
+def stage_prediction(workdir: Path, params: dict, outputs: dict) -> dict:
+    """The test scenes' prediction as a run makes it from the saved tiles: predict_scenes (a seeded
+    random ResUNet at the shipped segmentation_training settings, one torch thread) streamed into
+    `prediction_probabilities`, classify_scenes into `predictions` (both COG), the windowed test-scene
+    evaluation and the landslide inventory."""
+    import torch
+    from kedro_datasets.partitions import PartitionedDataset
+
+    from wsss_project.datasets import SceneRasterPartitions
+    from wsss_project.learning.segmentation_training import build_resunet
+    from wsss_project.pipelines.evaluation.nodes import build_landslide_inventory, evaluate_predictions
+    from wsss_project.pipelines.segmentation_training.nodes import classify_scenes, predict_scenes
+
+    torch.manual_seed(SEED)
+    torch.set_num_threads(1)
+    training = params["segmentation_training"]
+    state = build_resunet(len(CLASSES) + 1, training).state_dict()
+    tiles, tile_masks = (
+        PartitionedDataset(path=str(workdir / name), dataset="wsss_project.datasets.PNGArrayDataset",
+                           filename_suffix=".png").load()
+        for name in ("tiles", "tile_masks")
+    )
+    probabilities = SceneRasterPartitions(
+        path=str(workdir / "prediction_probabilities"), overwrite=True,
+        dataset={"type": "wsss_project.datasets.SceneRasterDataset", "overview_resampling": "average"},
+    )
+    predictions = SceneRasterPartitions(path=str(workdir / "predictions"), overwrite=True)
+    scenes, tile_index = outputs["scenes"], outputs["tile_index"]
+    probabilities.save(predict_scenes(tiles, tile_index, scenes, state, training, CLASSES, "cpu", None, params["data"]))
+    predictions.save(classify_scenes(probabilities.load(), CLASSES))
+    metrics = evaluate_predictions(predictions.load(), tile_masks, tile_index, scenes, CLASSES)
+    layers, _ = build_landslide_inventory(predictions.load(), probabilities.load(), scenes, params["inventory"], CLASSES)
+    return {**outputs, "metrics": metrics, "polygons": sum(len(frame) for frame in layers.values())}
+
+
+# The stages run in this order in one child process.
+STAGES: dict[str, Callable[[Path, dict, dict], dict]] = {
+    "data_preparation": stage_data_preparation, "prediction": stage_prediction,
+}
 
 
 def peak_rss_mb() -> float:
@@ -136,6 +171,8 @@ def child_main(workdir: str, params_json: str, stages: list[str]) -> None:
         outputs = STAGES[name](Path(workdir), json.loads(params_json), outputs)
         report["stages"][name] = {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()}
     report["tiles"] = int(len(outputs["tile_index"])) if "tile_index" in outputs else None
+    report["test_pixels"] = outputs["metrics"]["pixels"] if "metrics" in outputs else None
+    report["polygons"] = outputs.get("polygons")
     report["peak_rss_mb"] = peak_rss_mb()
     print("REPORT " + json.dumps(report), flush=True)
 
@@ -145,12 +182,15 @@ def child_main(workdir: str, params_json: str, stages: list[str]) -> None:
 
 def bench_params(folder: Path) -> dict:
     """conf/base's data section (so the shipped stretch_sample_pixels and tile size are measured)
-    reading `folder`."""
+    reading `folder`, and the shipped segmentation_training and inventory settings."""
     data = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_data_preparation.yml").read_text())["data"]
     data["source"] = "folder"
     data["folder"].update(images_dir=str(folder / "images"), masks_dir=str(folder / "masks"), mask_class_values=[255])
     data["split"]["test_fraction"] = 0.5
-    return {"data": data}
+    conf = PROJECT_ROOT / "conf" / "base"
+    training = yaml.safe_load((conf / "parameters_segmentation_training.yml").read_text())["segmentation_training"]
+    inventory = yaml.safe_load((conf / "parameters_evaluation.yml").read_text())["inventory"]
+    return {"data": data, "segmentation_training": training, "inventory": inventory}
 
 
 def run_child(workdir: Path, folder: Path, stages: list[str]) -> dict:
@@ -196,5 +236,7 @@ def test_peak_memory_grows_at_most_1_5x_when_the_scene_area_grows_16x(tmp_path_f
           f"{large:.0f} / {small:.0f} MB = {ratio:.2f} (goal <= {MAX_PEAK_RATIO}); growth over the imports "
           f"{growth[AREA_FACTOR_SIDE * SIDE]:.0f} / {growth[SIDE]:.0f} MB = {growth_ratio:.2f}")
     assert reports[AREA_FACTOR_SIDE * SIDE]["tiles"] > 10 * reports[SIDE]["tiles"]
+    for side, report in reports.items():  # one of the two scenes is the test scene, evaluated whole
+        assert report["test_pixels"] == side * side and report["polygons"] > 0
     assert ratio <= MAX_PEAK_RATIO
     assert growth_ratio <= MAX_PEAK_RATIO  # the stricter reading: what the stages hold beyond the imports
