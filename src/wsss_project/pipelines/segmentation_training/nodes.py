@@ -15,6 +15,10 @@ before it reads parameters, so the two ALPS nodes are declared in every run; wit
 exactly as before. Declaring them (rather than a pipeline of its own) keeps the switch a parameter:
 `--params segmentation_training.pretrain=alps` works on the default pipeline, `kedro run --pipeline
 segmentation_training` and the benchmarks alike, and no setting can be on while its nodes are absent.
+
+`compute.backend: dask` (compute/): `predict_scenes` computes the ResUNet's tile probabilities as Dask
+tasks (whole inference batches, each worker loading the model once); stitching stays on the driver.
+The clip_decoder predicts on the driver (its frozen CLIP), as the log says; training is always local.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from wsss_project.compute.backend import DaskMapper, LocalMapper, WorkerModel, task_spans
+from wsss_project.compute.cluster import tile_mapper
 from wsss_project.contracts import (
     BINARY_FOREGROUND_VALUE,
     COMPONENTS_KEPT,
@@ -73,6 +79,7 @@ from wsss_project.tile_data import (
     tiles_of_split,
 )
 from wsss_project.utils.device import resolve_device
+from wsss_project.utils.fingerprint import model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -194,18 +201,55 @@ def encode_prediction(class_index: np.ndarray, n_classes: int) -> np.ndarray:
     return class_index.astype(np.uint8)
 
 
+def _worker_resunet(segmentation_training: dict, n_outputs: int, device: str, segmentation_model: dict) -> tuple:
+    """A Dask worker's ResUNet (device `auto` resolved there), built once per worker."""
+    torch_device = resolve_device(device)
+    model = build_resunet(n_outputs, segmentation_training)
+    model.load_state_dict(segmentation_model)
+    return model.to(torch_device).eval(), torch_device
+
+
+def _resunet_batch(segmentation_training: dict, batch: int, model: tuple, images: np.ndarray) -> np.ndarray:
+    """A worker's task: softmax probabilities of consecutive tiles, in the local backend's batches."""
+    network, torch_device = model
+    return predict_probabilities(network, images, segmentation_training, torch_device, batch)
+
+
+def _probabilities_on_cluster(
+    mapper: DaskMapper, model: WorkerModel, segmentation_training: dict, tiles_per_task: int, images: np.ndarray,
+) -> np.ndarray:
+    """(N, n_outputs, H, W): `images` as Dask tasks of whole inference batches, concatenated in tile order."""
+    batch = int(segmentation_training["inference_batch_size"])
+    spans = task_spans(len(images), batch, tiles_per_task)
+    apply = partial(_resunet_batch, segmentation_training, batch)
+    return np.concatenate(list(mapper.map(model, apply, (images[a:b] for a, b in spans))))
+
+
 def tile_probabilities(
     segmentation_model: dict, segmentation_training: dict, n_outputs: int, device: torch.device,
-    text_prototype_kb: dict | None = None,
+    text_prototype_kb: dict | None = None, mapper: LocalMapper | DaskMapper | None = None,
+    compute: dict | None = None, device_name: str = "auto",
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The saved `segmentation_model` as a function: (N, H, W, 3) uint8 tiles -> (N, n_outputs, H, W) softmax.
 
     clip_decoder reloads the frozen CLIP of `text_prototype_kb.clip` and refuses one other than the CLIP,
-    blocks and input size it was trained with (the state_dict names them).
+    blocks and input size it was trained with (the state_dict names them). With a DaskMapper (and its
+    `compute` parameters) the ResUNet runs on the cluster's workers, each building it for `device_name`.
     """
     batch = int(segmentation_training["inference_batch_size"])
     tta = bool(segmentation_training["tta_flips"])
-    if segmentation_model_kind(segmentation_training) == CLIP_DECODER:
+    kind = segmentation_model_kind(segmentation_training)
+    if isinstance(mapper, DaskMapper) and kind != CLIP_DECODER:
+        model = WorkerModel(
+            model_fingerprint("resunet", segmentation_model, {**segmentation_training, "n_outputs": n_outputs,
+                                                              "device": device_name}),
+            partial(_worker_resunet, segmentation_training, n_outputs, device_name), segmentation_model,
+        )
+        return partial(_probabilities_on_cluster, mapper, model, segmentation_training, int(compute["tiles_per_task"]))
+    if isinstance(mapper, DaskMapper):
+        logger.warning("compute.backend is dask, but segmentation_training.model %s predicts on the driver "
+                       "(its frozen CLIP); only the ResUNet runs on the cluster", kind)
+    if kind == CLIP_DECODER:
         params = segmentation_training[CLIP_DECODER]
         frozen = load_frozen_clip(text_prototype_kb, params, device)
         check_same_backbone(segmentation_model.get("_extra_state", {}), frozen)
@@ -223,11 +267,26 @@ def tile_probabilities(
 def predict_scenes(
     tiles: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame, segmentation_model: dict,
     segmentation_training: dict, classes: list[str], device: str, text_prototype_kb: dict | None = None,
+    compute: dict | None = None,
 ) -> dict[str, np.ndarray]:
-    """One mask per test scene at its original size: tile probabilities averaged, then argmax."""
-    probabilities = tile_probabilities(
-        segmentation_model, segmentation_training, len(classes) + 1, resolve_device(device), text_prototype_kb
-    )
+    """One mask per test scene at its original size: tile probabilities averaged, then argmax.
+
+    compute: the `compute` parameters (None = local); with `backend: dask` the tile probabilities are
+    computed on the cluster (see the module docstring).
+    """
+    with tile_mapper(compute) as mapper:
+        probabilities = tile_probabilities(
+            segmentation_model, segmentation_training, len(classes) + 1, resolve_device(device), text_prototype_kb,
+            mapper, compute, device,
+        )
+        return _stitch_test_scenes(tiles, tile_index, scenes, probabilities, classes)
+
+
+def _stitch_test_scenes(
+    tiles: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame, probabilities: Callable[[np.ndarray], np.ndarray],
+    classes: list[str],
+) -> dict[str, np.ndarray]:
+    """Each test scene's tiles through `probabilities`, stitched (mean over overlaps), argmax, encoded."""
     test_tiles = tiles_of_split(tile_index, TEST_SPLIT)
     predictions, started = {}, time.perf_counter()
     for scene in scenes[scenes["split"] == TEST_SPLIT].itertuples(index=False):

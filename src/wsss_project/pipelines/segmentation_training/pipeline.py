@@ -48,7 +48,7 @@ def training_pipeline(
             node(
                 predict_scenes,
                 ["tiles", "tile_index", "scenes", "segmentation_model", "params:segmentation_training",
-                 "params:classes", "params:device", "params:text_prototype_kb"],
+                 "params:classes", "params:device", "params:text_prototype_kb", "params:compute"],
                 "predictions",
                 name="predict_scenes",
             ),

@@ -23,5 +23,5 @@ def create_pipeline(**kwargs) -> Pipeline:
             "predictions": "supervised_predictions",
         },
         parameters={"params:segmentation_training", "params:classes", "params:seed", "params:device",
-                    "params:text_prototype_kb"},
+                    "params:text_prototype_kb", "params:compute"},
     )
