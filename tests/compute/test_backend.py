@@ -4,14 +4,21 @@ model once, a cluster the run did not start stays up, and a bad scheduler addres
 from __future__ import annotations
 
 import time
-from functools import partial
 
 import numpy as np
 import pytest
 import torch
 from distributed import Client, LocalCluster, get_worker
 
-from wsss_project.compute.backend import DASK, DASK_ONLY_DEFAULTS, LOCAL, DaskMapper, LocalMapper, WorkerModel, task_spans
+from wsss_project.compute.backend import (
+    DASK,
+    DASK_ONLY_DEFAULTS,
+    LOCAL,
+    DaskMapper,
+    LocalMapper,
+    WorkerModel,
+    task_spans,
+)
 from wsss_project.compute.cluster import open_cluster, run_client, tile_mapper
 from wsss_project.compute.worker import PLUGIN_NAME, load_counts
 from wsss_project.errors import UserInputError

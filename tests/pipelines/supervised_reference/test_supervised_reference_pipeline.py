@@ -5,6 +5,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from toy_tiles import SEGMENTATION, toy_tiles
 
+from wsss_project.compute.backend import DASK_ONLY_DEFAULTS, LOCAL
 from wsss_project.pipeline_registry import register_pipelines
 from wsss_project.pipelines.segmentation_training import create_pipeline as segmentation_pipeline
 from wsss_project.pipelines.segmentation_training.pipeline import (
@@ -28,6 +29,7 @@ def _toy_run_inputs():
         "tiles": tiles, "tile_masks": masks, "tile_index": index, "scenes": scenes,
         "params:segmentation_training": {**SEGMENTATION, "pretrain": "none"}, "params:classes": ["landslide"],
         "params:seed": 7, "params:device": "cpu", "params:text_prototype_kb": {},  # no CLIP: the ResUNet
+        "params:compute": {"backend": LOCAL, **DASK_ONLY_DEFAULTS},
     }
 
 

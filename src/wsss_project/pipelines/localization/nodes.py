@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from wsss_project.contracts import SPLITS, TRAIN_SPLIT, cam_key
 from wsss_project.compute.backend import WorkerModel, task_spans, uses_dask
 from wsss_project.compute.cluster import tile_mapper
+from wsss_project.contracts import SPLITS, TRAIN_SPLIT, cam_key
 from wsss_project.learning.cam_refinement import CamRefiner, refinement_enabled
 from wsss_project.learning.clip_cams import CONTEXT_KEY, run_context
 from wsss_project.learning.localizers import localizer_for
