@@ -3,6 +3,7 @@ model once, a cluster the run did not start stays up, and a bad scheduler addres
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -68,8 +69,11 @@ def _batches() -> list[tuple[int, np.ndarray]]:
     return [(k, rng.normal(size=(5, 4)).astype(np.float32)) for k in range(N_BATCHES)]
 
 
-def test_the_dask_mapper_gives_the_local_results_in_batch_order_and_each_worker_builds_the_model_once(cluster):
-    model = _model()
+@pytest.mark.parametrize("exclusive", [False, True])  # True: one task at a time per worker (SAM)
+def test_the_dask_mapper_gives_the_local_results_in_batch_order_and_each_worker_builds_the_model_once(
+    cluster, exclusive,
+):
+    model = dataclasses.replace(_model(), exclusive=exclusive)
     local = list(LocalMapper().map(model, _apply, _batches()))
     with open_cluster(_compute(scheduler_address=cluster.scheduler_address)) as client:
         where = list(DaskMapper(client).map(model, _apply_where, _batches()))

@@ -234,7 +234,7 @@ def _labeler(
     (once per node; not on every Dask task)."""
     if isinstance(segmenter, RegionSource):
         if announce:
-                logger.info("Labelling by region voting (%s regions, area gate %s, mean CAM > T = %d); "
+            logger.info("Labelling by region voting (%s regions, area gate %s, mean CAM > T = %d); "
                         "sam_labeling.prompt_mode and the prompts are not used", segmenter.source,
                         segmenter.area_gate, threshold)
         return RegionLabeler(segmenter, threshold, sam_labeling["unprompted_positive"])
