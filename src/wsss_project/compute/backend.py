@@ -83,6 +83,9 @@ class LocalMapper:
 
     backend = LOCAL
 
+    def close(self) -> None:
+        """Nothing to free: for symmetry with DaskMapper."""
+
     def map(self, model: WorkerModel, apply: Callable[[Any, Any], Any], items: Iterable[Any]) -> Iterator[Any]:
         built = model.build(model.payload)
         for item in items:
@@ -96,6 +99,20 @@ class DaskMapper:
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        self._payloads: dict[str, Any] = {}  # model key -> the future of its weights on every worker
+
+    def _payload(self, model: WorkerModel) -> Any:
+        """The weights of `model` on every worker, sent once per mapper (a node), not once per map."""
+        if model.key not in self._payloads:
+            # A list of one: scatter would send a dict's values one by one.
+            [self._payloads[model.key]] = self.client.scatter([model.payload], broadcast=True, hash=False)
+        return self._payloads[model.key]
+
+    def close(self) -> None:
+        """Frees the weights sent to the workers (their built models stay in the worker cache)."""
+        payloads, self._payloads = self._payloads, {}
+        for future in payloads.values():
+            future.release()
 
     def threads(self) -> int:
         """Worker threads of the cluster now."""
@@ -104,8 +121,7 @@ class DaskMapper:
     def map(self, model: WorkerModel, apply: Callable[[Any, Any], Any], items: Iterable[Any]) -> Iterator[Any]:
         from .worker import run_batch
 
-        # A list of one: scatter would send a dict's values one by one.
-        [payload] = self.client.scatter([model.payload], broadcast=True, hash=False)
+        payload = self._payload(model)
         limit = self.threads() * TASKS_IN_FLIGHT_PER_THREAD
         pending: deque = deque()
         done, started = 0, time.perf_counter()
@@ -123,7 +139,6 @@ class DaskMapper:
         finally:
             for future in pending:
                 future.cancel()
-            payload.release()
 
     @staticmethod
     def _result(future: Any, done: int, started: float) -> Any:

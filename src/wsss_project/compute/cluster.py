@@ -129,12 +129,11 @@ def tile_mapper(compute: Mapping[str, Any] | None) -> Iterator[LocalMapper | Das
     if not uses_dask(compute):
         yield LocalMapper()
         return
-    client = run_client(compute)
-    if client is not None:
-        yield DaskMapper(client)
-        return
-    with open_cluster(compute) as client:
-        yield DaskMapper(client)
+    with ExitStack() as stack:
+        client = run_client(compute) or stack.enter_context(open_cluster(compute))
+        mapper = DaskMapper(client)
+        stack.callback(mapper.close)
+        yield mapper
 
 
 class ComputeClusterHook:

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -215,21 +217,51 @@ def _resunet_batch(segmentation_training: dict, batch: int, model: tuple, images
     return predict_probabilities(network, images, segmentation_training, torch_device, batch)
 
 
-def _probabilities_on_cluster(
-    mapper: DaskMapper, model: WorkerModel, segmentation_training: dict, tiles_per_task: int, images: np.ndarray,
-) -> np.ndarray:
-    """(N, n_outputs, H, W): `images` as Dask tasks of whole inference batches, concatenated in tile order."""
-    batch = int(segmentation_training["inference_batch_size"])
-    spans = task_spans(len(images), batch, tiles_per_task)
-    apply = partial(_resunet_batch, segmentation_training, batch)
-    return np.concatenate(list(mapper.map(model, apply, (images[a:b] for a, b in spans))))
+@dataclass(frozen=True)
+class ClusterProbabilities:
+    """The ResUNet's tile probabilities on a Dask cluster: called on (N, H, W, 3) tiles like the local
+    function, in tasks of whole inference batches; `map` streams many calls (scenes) through the
+    workers at once, results in call order."""
+
+    mapper: DaskMapper
+    model: WorkerModel
+    segmentation_training: dict
+    tiles_per_task: int
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return next(self.map([images]))
+
+    def map(self, image_sets: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        batch = int(self.segmentation_training["inference_batch_size"])
+        tasks_per_set: deque[int] = deque()  # filled as the mapper reads ahead, read as results come back
+
+        def tasks() -> Iterator[np.ndarray]:
+            for images in image_sets:
+                spans = task_spans(len(images), batch, self.tiles_per_task)
+                if not spans:
+                    raise ValueError("no tiles to predict")
+                tasks_per_set.append(len(spans))
+                yield from (images[a:b] for a, b in spans)
+
+        results = self.mapper.map(self.model, partial(_resunet_batch, self.segmentation_training, batch), tasks())
+        for first in results:
+            yield np.concatenate([first, *(next(results) for _ in range(tasks_per_set.popleft() - 1))])
+
+
+def probabilities_of(
+    probabilities: Callable[[np.ndarray], np.ndarray] | ClusterProbabilities, image_sets: Iterable[np.ndarray],
+) -> Iterator[np.ndarray]:
+    """probabilities(images) of each set, in order; on a cluster several sets are in flight at once."""
+    if isinstance(probabilities, ClusterProbabilities):
+        return probabilities.map(image_sets)
+    return map(probabilities, image_sets)
 
 
 def tile_probabilities(
     segmentation_model: dict, segmentation_training: dict, n_outputs: int, device: torch.device,
     text_prototype_kb: dict | None = None, mapper: LocalMapper | DaskMapper | None = None,
     compute: dict | None = None, device_name: str = "auto",
-) -> Callable[[np.ndarray], np.ndarray]:
+) -> Callable[[np.ndarray], np.ndarray] | ClusterProbabilities:
     """The saved `segmentation_model` as a function: (N, H, W, 3) uint8 tiles -> (N, n_outputs, H, W) softmax.
 
     clip_decoder reloads the frozen CLIP of `text_prototype_kb.clip` and refuses one other than the CLIP,
@@ -245,7 +277,7 @@ def tile_probabilities(
                                                               "device": device_name}),
             partial(_worker_resunet, segmentation_training, n_outputs, device_name), segmentation_model,
         )
-        return partial(_probabilities_on_cluster, mapper, model, segmentation_training, int(compute["tiles_per_task"]))
+        return ClusterProbabilities(mapper, model, segmentation_training, int(compute["tiles_per_task"]))
     if isinstance(mapper, DaskMapper):
         logger.warning("compute.backend is dask, but segmentation_training.model %s predicts on the driver "
                        "(its frozen CLIP); only the ResUNet runs on the cluster", kind)
@@ -283,15 +315,17 @@ def predict_scenes(
 
 
 def _stitch_test_scenes(
-    tiles: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame, probabilities: Callable[[np.ndarray], np.ndarray],
-    classes: list[str],
+    tiles: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame,
+    probabilities: Callable[[np.ndarray], np.ndarray] | ClusterProbabilities, classes: list[str],
 ) -> dict[str, np.ndarray]:
     """Each test scene's tiles through `probabilities`, stitched (mean over overlaps), argmax, encoded."""
     test_tiles = tiles_of_split(tile_index, TEST_SPLIT)
+    test_scenes = list(scenes[scenes["split"] == TEST_SPLIT].itertuples(index=False))
+    per_scene = [test_tiles[test_tiles["scene_id"] == scene.scene_id] for scene in test_scenes]
+    # Lazy: a scene's tiles are read when its turn comes (on a cluster, a few scenes ahead).
+    scene_probs = probabilities_of(probabilities, (stack_tiles(tiles, rows["tile_id"].tolist()) for rows in per_scene))
     predictions, started = {}, time.perf_counter()
-    for scene in scenes[scenes["split"] == TEST_SPLIT].itertuples(index=False):
-        scene_tiles = test_tiles[test_tiles["scene_id"] == scene.scene_id]
-        probs = probabilities(stack_tiles(tiles, scene_tiles["tile_id"].tolist()))
+    for scene, scene_tiles, probs in zip(test_scenes, per_scene, scene_probs, strict=True):
         windows = [TileWindow(t.row, t.col, t.height, t.width) for t in scene_tiles.itertuples(index=False)]
         # Channels last, so stitch_mean averages each class's probability over overlapping tiles.
         stitched = stitch_mean(zip(windows, probs.transpose(0, 2, 3, 1), strict=True), scene.height, scene.width)
