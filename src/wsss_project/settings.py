@@ -42,8 +42,9 @@ COMPARISON_VARIANTS = {
                          "workers": WORKERS_AUTO},
 }
 
+from wsss_project.compute.cluster import ComputeClusterHook  # noqa: E402
 from wsss_project.hooks import MlflowRunTagsHook, MlflowTrackingUriHook  # noqa: E402
 from wsss_project.run_transaction import RunTransactionHooks  # noqa: E402
 from wsss_project.validation.hooks import ValidateRunHook  # noqa: E402
 
-HOOKS = (ValidateRunHook(), MlflowTrackingUriHook(), MlflowRunTagsHook(), RunTransactionHooks())
+HOOKS = (ValidateRunHook(), MlflowTrackingUriHook(), MlflowRunTagsHook(), RunTransactionHooks(), ComputeClusterHook())

@@ -120,7 +120,10 @@ def stage_prediction(workdir: Path, params: dict, outputs: dict) -> dict:
 
     from wsss_project.datasets import SceneRasterPartitions
     from wsss_project.learning.segmentation_training import build_resunet
-    from wsss_project.pipelines.evaluation.nodes import build_landslide_inventory, evaluate_predictions
+    from wsss_project.pipelines.evaluation.nodes import (
+        build_landslide_inventory,
+        evaluate_predictions,
+    )
     from wsss_project.pipelines.segmentation_training.nodes import classify_scenes, predict_scenes
 
     torch.manual_seed(SEED)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,4 +61,22 @@ def array_fingerprint(array: np.ndarray, salt: str = "") -> str:
     digest.update(str(array.shape).encode())
     digest.update(str(array.dtype).encode())
     digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def model_fingerprint(kind: str, state_dict: Mapping[str, Any], params: dict[str, Any]) -> str:
+    """sha256 of a model's kind, settings and weights: names "this model" wherever it is rebuilt (the
+    Dask workers' model cache). Tensors are hashed by name, shape, dtype and bytes; other entries by value."""
+    import torch  # here: the other fingerprints need no torch
+
+    digest = hashlib.sha256()
+    digest.update(params_fingerprint(kind, params).encode())
+    for name in sorted(state_dict):
+        value = state_dict[name]
+        digest.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            digest.update(f"{tuple(value.shape)}{value.dtype}".encode())
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(json.dumps(value, sort_keys=True, default=str).encode())
     return digest.hexdigest()

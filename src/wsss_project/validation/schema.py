@@ -31,6 +31,7 @@ from pydantic import (
 )
 from segment_anything import sam_model_registry
 
+from wsss_project.compute.backend import BACKENDS, DASK, DASK_ONLY_DEFAULTS, LOCAL
 from wsss_project.contracts import HEATMAP_MAX, IGNORE_INDEX, PROMPT_MODES, SPLITS
 from wsss_project.errors import UserInputError
 from wsss_project.foundation.clip import DENSE_PATHS
@@ -657,6 +658,35 @@ class TextPrototypeKb(Section):
         return self
 
 
+# --------------------------------------------------------------------------- compute
+
+
+class Compute(Section):
+    backend: choice(BACKENDS)
+    scheduler_address: Annotated[str, Field(min_length=1)] | None
+    n_workers: PositiveInt | None
+    threads_per_worker: PositiveInt
+    tiles_per_task: PositiveInt
+    connect_timeout: PositiveFloat
+
+    @model_validator(mode="after")
+    def _dask_keys_are_read(self) -> Compute:
+        if self.backend == LOCAL:
+            changed = [key for key, shipped in DASK_ONLY_DEFAULTS.items() if getattr(self, key) != shipped]
+            if changed:
+                raise ValueError(
+                    f"parameter `compute.{changed[0]}` is set but compute.backend is {LOCAL}, which does not read it "
+                    f"(only backend: {DASK} does): set backend: {DASK}, or leave "
+                    + ", ".join(f"compute.{key}" for key in changed) + " at the shipped value"
+                )
+        if self.scheduler_address is not None and self.n_workers is not None:
+            raise ValueError(
+                "parameter `compute.n_workers` must be null when compute.scheduler_address is set: the cluster "
+                "there has its own workers (n_workers sizes the LocalCluster started without an address)"
+            )
+        return self
+
+
 # --------------------------------------------------------------------------- sweep variants
 
 class ThresholdVariant(Section):
@@ -695,6 +725,7 @@ SECTIONS: dict[str, Any] = {
     "reporting": Reporting,
     "inventory": Inventory,
     "text_prototype_kb": TextPrototypeKb,
+    "compute": Compute,
     "threshold_sweep": dict[str, ThresholdVariant],
     "prompt_ablation": dict[str, AblationVariant],
     "pseudo_label_comparison": dict[str, ComparisonVariant],
@@ -726,6 +757,16 @@ class _CrossSectionChecks(Section):
                 f"parameter `sam_labeling.sam.checkpoint` must be set when segmentation_training.pretrain is "
                 f"{PRETRAIN_ALPS} with sam_labeling.regions.source {SAM_AUTO} (a local file; nothing is downloaded), "
                 f"or use regions.source: {SUPERPIXELS}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _labelling_workers_under_dask(self) -> _CrossSectionChecks:
+        if self.compute.backend == DASK and self.sam_labeling.workers != WORKERS_AUTO:
+            raise ValueError(
+                f"parameter `sam_labeling.workers` is {self.sam_labeling.workers}, but compute.backend is {DASK}: "
+                "tiles are then labelled by the cluster's workers (compute.n_workers x compute.threads_per_worker), "
+                f"not by that thread pool; use workers: {WORKERS_AUTO}"
             )
         return self
 

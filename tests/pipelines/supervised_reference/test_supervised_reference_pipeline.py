@@ -5,6 +5,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from toy_tiles import SEGMENTATION, toy_tiles
 
+from wsss_project.compute.backend import DASK_ONLY_DEFAULTS, LOCAL
 from wsss_project.datasets.scene_raster import scene_array
 from wsss_project.pipeline_registry import register_pipelines
 from wsss_project.pipelines.segmentation_training import create_pipeline as segmentation_pipeline
@@ -30,6 +31,7 @@ def _toy_run_inputs():
         "params:segmentation_training": {**SEGMENTATION, "pretrain": "none"}, "params:classes": ["landslide"],
         "params:seed": 7, "params:device": "cpu", "params:text_prototype_kb": {},  # no CLIP: the ResUNet
         "params:data": {},  # no image files: every pixel holds data
+        "params:compute": {"backend": LOCAL, **DASK_ONLY_DEFAULTS},
     }
 
 

@@ -13,6 +13,7 @@ from test_run import TINY_PARAMS
 from toy_tiles import PROMPT_GENERATION, SAM_LABELING, toy_tiles
 
 from wsss_project import settings, sweep_variants
+from wsss_project.compute.backend import DASK_ONLY_DEFAULTS, LOCAL
 from wsss_project.pipeline_registry import register_pipelines
 from wsss_project.pipelines.evaluation.nodes import evaluate_pseudo_labels
 from wsss_project.pipelines.prompt_generation.nodes import generate_prompts
@@ -99,6 +100,7 @@ def _toy_catalog(thresholds, modes):
         "tiles": MemoryDataset(tiles), "cams": MemoryDataset(cams), "tile_index": MemoryDataset(index),
         "tile_masks": MemoryDataset(masks), "params:classes": MemoryDataset(["landslide"]),
         "params:device": MemoryDataset("cpu"), "params:sam_labeling": MemoryDataset(SAM_LABELING),
+        "params:compute": MemoryDataset({"backend": LOCAL, **DASK_ONLY_DEFAULTS}),
         "prompt_generation_resolved": MemoryDataset(PROMPT_GENERATION),
         "prompts": MemoryDataset(generate_prompts(cams, index, PROMPT_GENERATION, ["landslide"])),
         **{name: MemoryDataset(value) for name, value in params.items()},

@@ -21,7 +21,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 generate_cams,
                 ["tiles", "tile_index", "cam_model", "params:localization", "params:classes", "params:device",
-                 *CLIP_INPUTS],
+                 *CLIP_INPUTS, "params:compute"],
                 "cams",
                 name="generate_cams",
             ),

@@ -23,6 +23,12 @@ main pipeline's and each sweep namespace's) through a MemoryDataset that assigns
 That node (`label_tiles_with_table`; `label_tiles` is the same without the table) labels every tile
 itself and returns the masks (one 256² uint8 mask is 64 KiB) and the masks table; tiles, CAMs and
 embeddings are loaded one tile at a time.
+
+With `compute.backend: dask` (compute/) the tiles are labelled as Dask tasks of `compute.tiles_per_task`
+tiles: each worker builds the segmenter once from `sam_labeling` and `device` (`auto` is resolved on the
+worker, so GPU workers use their GPU; a SAM checkpoint path must be readable there), SAM one task at a
+time per worker. The cluster's workers replace the `sam_labeling.workers` thread pool (the schema then
+requires `workers: auto`). Masks and table rows come back in tile order: the same bytes as here.
 """
 
 from __future__ import annotations
@@ -31,10 +37,13 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
+from wsss_project.compute.backend import WorkerModel, task_spans, uses_dask
+from wsss_project.compute.cluster import tile_mapper
 from wsss_project.contracts import IGNORE_INDEX, cam_key
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene
 from wsss_project.segmenters import factory
@@ -62,11 +71,14 @@ from wsss_project.tile_data import (
     tile_rows,
     tiles_of_split,
 )
-from wsss_project.utils.fingerprint import checkpoint_fingerprint
+from wsss_project.utils.fingerprint import checkpoint_fingerprint, params_fingerprint
 
 logger = logging.getLogger(__name__)
 
 UNPROMPTED_POLICIES = ("ignore", "background")
+# The sam_labeling keys that build the segmenter (segmenters/factory.py): a worker's segmenter is keyed by these.
+SEGMENTER_KEYS = ("segmenter", "sam", "grabcut", "regions")
+PROGRESS_EVERY_TILES = 50
 
 
 def merge_class_masks(
@@ -215,17 +227,21 @@ def build_embedding_cache(sam_labeling: dict, segmenter: PromptableSegmenter) ->
 
 def _labeler(
     segmenter: PromptableSegmenter | RegionSource, prompts: pd.DataFrame, sam_labeling: dict, threshold: int,
+    announce: bool = True,
 ) -> TileLabeler | RegionLabeler:
     """Prompts -> promptable segmenter (with its mask rule), or, for `segmenter: regions`, region
-    voting (no prompts; the schema refuses merge: ios and min_confidence there)."""
+    voting (no prompts; the schema refuses merge: ios and min_confidence there). announce: log how
+    (once per node; not on every Dask task)."""
     if isinstance(segmenter, RegionSource):
-        logger.info("Labelling by region voting (%s regions, area gate %s, mean CAM > T = %d); "
-                    "sam_labeling.prompt_mode and the prompts are not used", segmenter.source,
-                    segmenter.area_gate, threshold)
+        if announce:
+            logger.info("Labelling by region voting (%s regions, area gate %s, mean CAM > T = %d); "
+                        "sam_labeling.prompt_mode and the prompts are not used", segmenter.source,
+                        segmenter.area_gate, threshold)
         return RegionLabeler(segmenter, threshold, sam_labeling["unprompted_positive"])
     segmenter = segmenter.at_threshold(threshold)
     rule = MaskRule.from_params(sam_labeling, segmenter, threshold)
-    logger.info("Labelling with %s, prompt mode %s, %s", segmenter.name, sam_labeling["prompt_mode"], rule.describe)
+    if announce:
+        logger.info("Labelling with %s, prompt mode %s, %s", segmenter.name, sam_labeling["prompt_mode"], rule.describe)
     return TileLabeler(
         segmenter, prompts, sam_labeling["prompt_mode"], sam_labeling["unprompted_positive"],
         build_embedding_cache(sam_labeling, segmenter), rule,
@@ -235,6 +251,7 @@ def _labeler(
 def label_tiles_with_table(
     segmenter: PromptableSegmenter | RegionSource, tiles: Partitions, cams: Partitions, prompts: pd.DataFrame,
     tile_index: pd.DataFrame, sam_labeling: dict, prompt_generation: dict, classes: list[str],
+    compute: dict | None = None, device: str = "auto",
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """A pseudo-mask for every tile of the prompted splits, and the masks table.
 
@@ -243,23 +260,16 @@ def label_tiles_with_table(
     area, confidences, IOS with the CAM at the run's T, and whether it was kept (else why not).
     A region source (`segmenter: regions`) labels by region voting at T, does not read `prompts`
     and has no segmenter masks: its table is empty.
+    compute, device: the `compute` parameters (None = local) and the run's `device` (read by the Dask
+    workers, which build their own segmenter; see the module docstring).
     """
     labeler = _labeler(segmenter, prompts, sam_labeling, int(prompt_generation["threshold"]))
     selected = tile_rows(tiles_of_split(tile_index, prompt_generation["splits"]))
-    workers = factory.labelling_workers(sam_labeling)
-    logger.info("Labelling %d tiles (%d at once, sam_labeling.workers)", len(selected), workers)
-
-    def label_one(tile: dict) -> np.ndarray:
-        tile_id = tile["tile_id"]
-        image = load_partition(tiles, tile_id, "tiles")
-        positive = [(k, load_partition(cams, cam_key(classes[k - 1], tile_id), "cams"))
-                    for k in positive_class_ids(tile, classes)]
-        return labeler.label(tile_id, image, positive, len(selected), (int(tile["height"]), int(tile["width"])))
-
-    # Each tile's mask is a function of that tile alone (GrabCut reseeds OpenCV's per-thread RNG
-    # per call), so the masks do not depend on the number of workers; map keeps tile order.
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        masks = dict(zip((tile["tile_id"] for tile in selected), pool.map(label_one, selected), strict=True))
+    if uses_dask(compute):
+        masks = _label_on_cluster(labeler, selected, tiles, cams, prompts, sam_labeling, prompt_generation, classes,
+                                  compute, device)
+    else:
+        masks = _label_here(labeler, selected, tiles, cams, sam_labeling, classes)
     if isinstance(labeler, RegionLabeler):
         return masks, pd.DataFrame({c: pd.Series(dtype=t) for c, t in TABLE_COLUMNS.items()})
     order = {tile_id: position for position, tile_id in enumerate(masks)}
@@ -270,13 +280,88 @@ def label_tiles_with_table(
     return masks, table
 
 
+def _tile_inputs(tile: dict, tiles: Partitions, cams: Partitions, classes: list[str]) -> tuple:
+    """(tile_id, image, [(class_id, CAM heatmap) of its positive classes], valid (height, width))."""
+    tile_id = tile["tile_id"]
+    positive = [(k, load_partition(cams, cam_key(classes[k - 1], tile_id), "cams"))
+                for k in positive_class_ids(tile, classes)]
+    return tile_id, load_partition(tiles, tile_id, "tiles"), positive, (int(tile["height"]), int(tile["width"]))
+
+
+def _label_here(
+    labeler: TileLabeler | RegionLabeler, selected: list[dict], tiles: Partitions, cams: Partitions,
+    sam_labeling: dict, classes: list[str],
+) -> dict[str, np.ndarray]:
+    """compute.backend local: the tiles labelled by `sam_labeling.workers` threads, in tile order."""
+    workers = factory.labelling_workers(sam_labeling)
+    logger.info("Labelling %d tiles (%d at once, sam_labeling.workers)", len(selected), workers)
+
+    def label_one(tile: dict) -> np.ndarray:
+        tile_id, image, positive, valid_size = _tile_inputs(tile, tiles, cams, classes)
+        return labeler.label(tile_id, image, positive, len(selected), valid_size)
+
+    # Each tile's mask is a function of that tile alone (GrabCut reseeds OpenCV's per-thread RNG
+    # per call), so the masks do not depend on the number of workers; map keeps tile order.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip((tile["tile_id"] for tile in selected), pool.map(label_one, selected), strict=True))
+
+
+def _worker_segmenter(segmenter_params: dict, device: str, payload: None) -> PromptableSegmenter | RegionSource:
+    """A Dask worker's segmenter, built once per worker (device `auto` resolved there)."""
+    return factory.build_segmenter(segmenter_params, device)
+
+
+def _label_batch(
+    sam_labeling: dict, threshold: int, total: int, segmenter: PromptableSegmenter | RegionSource,
+    item: tuple[list[tuple], pd.DataFrame],
+) -> tuple[list[np.ndarray], list[dict]]:
+    """A worker's task: the masks of consecutive tiles, in order, and their masks-table rows."""
+    batch, prompts = item
+    labeler = _labeler(segmenter, prompts, sam_labeling, threshold, announce=False)
+    masks = [labeler.label(tile_id, image, positive, total, valid_size) for tile_id, image, positive, valid_size in batch]
+    return masks, list(getattr(labeler, "rows", []))
+
+
+def _label_on_cluster(
+    labeler: TileLabeler | RegionLabeler, selected: list[dict], tiles: Partitions, cams: Partitions,
+    prompts: pd.DataFrame, sam_labeling: dict, prompt_generation: dict, classes: list[str], compute: dict, device: str,
+) -> dict[str, np.ndarray]:
+    """compute.backend dask: tasks of `compute.tiles_per_task` tiles; masks and the driver's labeler's
+    table rows merged in tile order, as the local backend gives them."""
+    segmenter_params = {key: sam_labeling[key] for key in SEGMENTER_KEYS}
+    identity = {"params": segmenter_params, "device": device}
+    if factory.uses_sam(sam_labeling):  # the checkpoint's content, not only its path
+        identity["checkpoint"] = checkpoint_fingerprint(sam_labeling["sam"]["checkpoint"], sam_labeling["sam"]["model_type"])
+    model = WorkerModel(params_fingerprint("segmenter", identity), partial(_worker_segmenter, segmenter_params, device),
+                        exclusive=factory.uses_sam(sam_labeling))
+    spans = task_spans(len(selected), 1, int(compute["tiles_per_task"]))
+    logger.info("Labelling %d tiles as %d Dask tasks (the cluster's workers replace sam_labeling.workers)",
+                len(selected), len(spans))
+    items = (
+        ([_tile_inputs(tile, tiles, cams, classes) for tile in selected[a:b]],
+         prompts[prompts["tile_id"].isin([tile["tile_id"] for tile in selected[a:b]])])
+        for a, b in spans
+    )
+    apply = partial(_label_batch, sam_labeling, int(prompt_generation["threshold"]), len(selected))
+    masks, started = {}, time.perf_counter()
+    with tile_mapper(compute) as mapper:
+        for (a, b), (batch_masks, rows) in zip(spans, mapper.map(model, apply, items), strict=True):
+            masks.update(zip((tile["tile_id"] for tile in selected[a:b]), batch_masks, strict=True))
+            if isinstance(labeler, TileLabeler):
+                labeler.rows.extend(rows)
+            if b // PROGRESS_EVERY_TILES > a // PROGRESS_EVERY_TILES or b == len(selected):
+                logger.info("Labelled %d/%d tiles (%.1f tiles/s)", b, len(selected), b / (time.perf_counter() - started))
+    return masks
+
+
 def label_tiles(
     segmenter: PromptableSegmenter | RegionSource, tiles: Partitions, cams: Partitions, prompts: pd.DataFrame,
     tile_index: pd.DataFrame, sam_labeling: dict, prompt_generation: dict, classes: list[str],
+    compute: dict | None = None, device: str = "auto",
 ) -> dict[str, np.ndarray]:
     """The pseudo-masks of :func:`label_tiles_with_table` without the masks table."""
     return label_tiles_with_table(
-        segmenter, tiles, cams, prompts, tile_index, sam_labeling, prompt_generation, classes
+        segmenter, tiles, cams, prompts, tile_index, sam_labeling, prompt_generation, classes, compute, device
     )[0]
 
 

@@ -13,7 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 label_tiles_with_table,
                 ["segmenter", "tiles", "cams", "prompts", "tile_index", "params:sam_labeling",
-                 "prompt_generation_resolved", "params:classes"],
+                 "prompt_generation_resolved", "params:classes", "params:compute", "params:device"],
                 ["pseudo_masks", "pseudo_mask_table"],
                 name="label_tiles",
             ),

@@ -15,13 +15,19 @@ before it reads parameters, so the two ALPS nodes are declared in every run; wit
 exactly as before. Declaring them (rather than a pipeline of its own) keeps the switch a parameter:
 `--params segmentation_training.pretrain=alps` works on the default pipeline, `kedro run --pipeline
 segmentation_training` and the benchmarks alike, and no setting can be on while its nodes are absent.
+
+`compute.backend: dask` (compute/): `predict_scenes` computes the ResUNet's tile probabilities as Dask
+tasks (whole inference batches, each worker loading the model once); stitching stays on the driver.
+The clip_decoder predicts on the driver (its frozen CLIP), as the log says; training is always local.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -29,6 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from wsss_project.compute.backend import DaskMapper, LocalMapper, WorkerModel, task_spans, uses_dask
+from wsss_project.compute.cluster import tile_mapper
 from wsss_project.contracts import (
     BINARY_FOREGROUND_VALUE,
     COMPONENTS_KEPT,
@@ -88,6 +96,7 @@ from wsss_project.tile_data import (
     tiles_of_split,
 )
 from wsss_project.utils.device import resolve_device
+from wsss_project.utils.fingerprint import model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -209,18 +218,85 @@ def encode_prediction(class_index: np.ndarray, n_classes: int) -> np.ndarray:
     return class_index.astype(np.uint8)
 
 
+def _worker_resunet(segmentation_training: dict, n_outputs: int, device: str, segmentation_model: dict) -> tuple:
+    """A Dask worker's ResUNet (device `auto` resolved there), built once per worker."""
+    torch_device = resolve_device(device)
+    model = build_resunet(n_outputs, segmentation_training)
+    model.load_state_dict(segmentation_model)
+    return model.to(torch_device).eval(), torch_device
+
+
+def _resunet_batch(segmentation_training: dict, batch: int, model: tuple, images: np.ndarray) -> np.ndarray:
+    """A worker's task: softmax probabilities of consecutive tiles, in the local backend's batches."""
+    network, torch_device = model
+    return predict_probabilities(network, images, segmentation_training, torch_device, batch)
+
+
+@dataclass(frozen=True)
+class ClusterProbabilities:
+    """The ResUNet's tile probabilities on a Dask cluster: called on (N, H, W, 3) tiles like the local
+    function, in tasks of whole inference batches; `map` streams many calls (scenes) through the
+    workers at once, results in call order."""
+
+    mapper: DaskMapper
+    model: WorkerModel
+    segmentation_training: dict
+    tiles_per_task: int
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return next(self.map([images]))
+
+    def map(self, image_sets: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        batch = int(self.segmentation_training["inference_batch_size"])
+        tasks_per_set: deque[int] = deque()  # filled as the mapper reads ahead, read as results come back
+
+        def tasks() -> Iterator[np.ndarray]:
+            for images in image_sets:
+                spans = task_spans(len(images), batch, self.tiles_per_task)
+                if not spans:
+                    raise ValueError("no tiles to predict")
+                tasks_per_set.append(len(spans))
+                yield from (images[a:b] for a, b in spans)
+
+        results = self.mapper.map(self.model, partial(_resunet_batch, self.segmentation_training, batch), tasks())
+        for first in results:
+            yield np.concatenate([first, *(next(results) for _ in range(tasks_per_set.popleft() - 1))])
+
+
+def probabilities_of(
+    probabilities: Callable[[np.ndarray], np.ndarray] | ClusterProbabilities, image_sets: Iterable[np.ndarray],
+) -> Iterator[np.ndarray]:
+    """probabilities(images) of each set, in order; on a cluster several sets are in flight at once."""
+    if isinstance(probabilities, ClusterProbabilities):
+        return probabilities.map(image_sets)
+    return map(probabilities, image_sets)
+
+
 def tile_probabilities(
     segmentation_model: dict, segmentation_training: dict, n_outputs: int, device: torch.device,
-    text_prototype_kb: dict | None = None,
-) -> Callable[[np.ndarray], np.ndarray]:
+    text_prototype_kb: dict | None = None, mapper: LocalMapper | DaskMapper | None = None,
+    compute: dict | None = None, device_name: str = "auto",
+) -> Callable[[np.ndarray], np.ndarray] | ClusterProbabilities:
     """The saved `segmentation_model` as a function: (N, H, W, 3) uint8 tiles -> (N, n_outputs, H, W) softmax.
 
     clip_decoder reloads the frozen CLIP of `text_prototype_kb.clip` and refuses one other than the CLIP,
-    blocks and input size it was trained with (the state_dict names them).
+    blocks and input size it was trained with (the state_dict names them). With a DaskMapper (and its
+    `compute` parameters) the ResUNet runs on the cluster's workers, each building it for `device_name`.
     """
     batch = int(segmentation_training["inference_batch_size"])
     tta = bool(segmentation_training["tta_flips"])
-    if segmentation_model_kind(segmentation_training) == CLIP_DECODER:
+    kind = segmentation_model_kind(segmentation_training)
+    if isinstance(mapper, DaskMapper) and kind != CLIP_DECODER:
+        model = WorkerModel(
+            model_fingerprint("resunet", segmentation_model, {**segmentation_training, "n_outputs": n_outputs,
+                                                              "device": device_name}),
+            partial(_worker_resunet, segmentation_training, n_outputs, device_name), segmentation_model,
+        )
+        return ClusterProbabilities(mapper, model, segmentation_training, int(compute["tiles_per_task"]))
+    if isinstance(mapper, DaskMapper):
+        logger.warning("compute.backend is dask, but segmentation_training.model %s predicts on the driver "
+                       "(its frozen CLIP); only the ResUNet runs on the cluster", kind)
+    if kind == CLIP_DECODER:
         params = segmentation_training[CLIP_DECODER]
         frozen = load_frozen_clip(text_prototype_kb, params, device)
         check_same_backbone(segmentation_model.get("_extra_state", {}), frozen)
@@ -236,17 +312,30 @@ def tile_probabilities(
 
 
 def _probability_blocks(
-    probabilities: Callable[[np.ndarray], np.ndarray], tiles: Partitions, scene_tiles: list[dict], batch_size: int,
-    progress: _SceneProgress,
+    predict_sets: Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]], tiles: Partitions, scene_tiles: list[dict],
+    spans: list[tuple[int, int]], progress: _SceneProgress,
 ) -> Iterator[tuple[TileWindow, np.ndarray]]:
-    """(valid window, stored probability bands) of each test tile of one scene, one tile batch at a time."""
-    for start in range(0, len(scene_tiles), batch_size):
-        batch = scene_tiles[start : start + batch_size]
-        probs = probabilities(stack_tiles(tiles, [t["tile_id"] for t in batch]))  # the model, on one tile batch
-        for tile, tile_probs in zip(batch, probs, strict=True):
+    """(valid window, stored probability bands) of each test tile of one scene, one span of tiles (an
+    inference batch, or a cluster task) at a time; `predict_sets` maps tile stacks to probabilities."""
+    sets = [scene_tiles[start:stop] for start, stop in spans]
+    stacks = (stack_tiles(tiles, [t["tile_id"] for t in tile_set]) for tile_set in sets)  # read as needed
+    for tile_set, probs in zip(sets, predict_sets(stacks), strict=True):
+        for tile, tile_probs in zip(tile_set, probs, strict=True):
             window = tile_window(tile)
             yield window, quantise_probabilities(tile_probs[:, : window.height, : window.width])
     progress.scene_done(len(scene_tiles))
+
+
+def _cluster_probability_sets(
+    segmentation_model: dict, segmentation_training: dict, n_outputs: int, device: str,
+    text_prototype_kb: dict | None, compute: dict, stacks: Iterable[np.ndarray],
+) -> Iterator[np.ndarray]:
+    """The ResUNet's probabilities of each tile stack on the Dask cluster, in order: the mapper (and the
+    weights it sent to the workers) lives while the dataset writes the scene."""
+    with tile_mapper(compute) as mapper:
+        probabilities = tile_probabilities(segmentation_model, segmentation_training, n_outputs,
+                                           resolve_device(device), text_prototype_kb, mapper, compute, device)
+        yield from probabilities_of(probabilities, stacks)
 
 
 class _SceneProgress:
@@ -276,7 +365,7 @@ def scene_validity(scene: dict, data: dict | None) -> Callable[[TileWindow], np.
 def predict_scenes(
     tiles: Partitions, tile_index: pd.DataFrame, scenes: pd.DataFrame, segmentation_model: dict,
     segmentation_training: dict, classes: list[str], device: str, text_prototype_kb: dict | None = None,
-    data: dict | None = None,
+    data: dict | None = None, compute: dict | None = None,
 ) -> dict[str, StreamedSceneRaster]:
     """The probability raster (`prediction_probabilities`, prediction_rasters.py) of every test scene at its
     original size, with the scene's CRS, transform and nodata (data: the `data` parameters, whose
@@ -284,12 +373,24 @@ def predict_scenes(
 
     Streamed: the model runs while the dataset writes each scene, one batch of `inference_batch_size` test
     tiles at a time, and each tile's valid window is written once (test tiles never overlap), so memory
-    depends on the tile batch, not on the scene.
+    depends on the tile batch, not on the scene. compute: the `compute` parameters (None = local); with
+    `backend: dask` the ResUNet's tile batches run on the cluster's workers, `compute.tiles_per_task` tiles
+    per task and a scene's tasks in flight at once (the clip_decoder predicts on the driver, as the log says).
     """
-    probabilities = tile_probabilities(
-        segmentation_model, segmentation_training, len(classes) + 1, resolve_device(device), text_prototype_kb
-    )
-    batch_size = int(segmentation_training["inference_batch_size"])
+    n_outputs, batch_size = len(classes) + 1, int(segmentation_training["inference_batch_size"])
+    on_cluster = uses_dask(compute) and segmentation_model_kind(segmentation_training) != CLIP_DECODER
+    if on_cluster:
+        predict_sets = partial(_cluster_probability_sets, segmentation_model, segmentation_training, n_outputs,
+                               device, text_prototype_kb, compute)
+        set_size = int(compute["tiles_per_task"])  # rounded up to whole inference batches by task_spans
+    else:
+        if uses_dask(compute):
+            logger.warning("compute.backend is dask, but segmentation_training.model %s predicts on the driver "
+                           "(its frozen CLIP); only the ResUNet runs on the cluster",
+                           segmentation_model_kind(segmentation_training))
+        local = tile_probabilities(segmentation_model, segmentation_training, n_outputs, resolve_device(device),
+                                   text_prototype_kb)
+        predict_sets, set_size = partial(map, local), batch_size
     names = probability_band_names(classes)
     test_tiles = tiles_of_split(tile_index, TEST_SPLIT)
     test_scenes = tile_rows(scenes[scenes["split"] == TEST_SPLIT])
@@ -299,7 +400,8 @@ def predict_scenes(
         scene_tiles = tile_rows(test_tiles[test_tiles["scene_id"] == scene["scene_id"]])
         rasters[scene["scene_id"]] = StreamedSceneRaster(
             int(scene["height"]), int(scene["width"]), len(names),
-            partial(_probability_blocks, probabilities, tiles, scene_tiles, batch_size, progress),
+            partial(_probability_blocks, predict_sets, tiles, scene_tiles, task_spans(len(scene_tiles), batch_size, set_size),
+                    progress),
             Georeference.from_scene(scene.get("crs"), scene.get("transform")),
             scene_validity(scene, data), names,
         )

@@ -52,7 +52,7 @@ def training_pipeline(
             node(
                 predict_scenes,
                 ["tiles", "tile_index", "scenes", "segmentation_model", "params:segmentation_training",
-                 "params:classes", "params:device", "params:text_prototype_kb", "params:data"],
+                 "params:classes", "params:device", "params:text_prototype_kb", "params:data", "params:compute"],
                 PROBABILITIES,
                 name="predict_scenes",
             ),

@@ -24,5 +24,5 @@ def create_pipeline(**kwargs) -> Pipeline:
             "prediction_probabilities": "supervised_prediction_probabilities",
         },
         parameters={"params:segmentation_training", "params:classes", "params:seed", "params:device",
-                    "params:text_prototype_kb", "params:data"},
+                    "params:text_prototype_kb", "params:data", "params:compute"},
     )

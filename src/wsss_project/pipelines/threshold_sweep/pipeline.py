@@ -31,6 +31,8 @@ from .nodes import (
 )
 
 SHARED_INPUTS = {"tiles", "cams", "tile_index", "tile_masks", "segmenter"}
+# The run's parameters every namespace reads as they are (where the labelling runs, on which device).
+SHARED_PARAMETERS = {"params:classes", "params:compute", "params:device"}
 
 
 def _main_nodes(module: ModuleType, *names: str) -> Pipeline:
@@ -52,7 +54,7 @@ def _threshold_namespace(namespace: str) -> Pipeline:
     )
     # params:prompt_generation becomes params:<namespace>.prompt_generation; the rest is shared.
     return pipeline(body, namespace=namespace, inputs=SHARED_INPUTS,
-                    parameters={"params:classes", "params:sam_labeling"}, tags=namespace)
+                    parameters=SHARED_PARAMETERS | {"params:sam_labeling"}, tags=namespace)
 
 
 def _ablation_namespace(namespace: str) -> Pipeline:
@@ -66,7 +68,7 @@ def _ablation_namespace(namespace: str) -> Pipeline:
     )
     # params:sam_labeling becomes params:<namespace>.sam_labeling; prompts and T are the run's.
     return pipeline(body, namespace=namespace, inputs=SHARED_INPUTS | {"prompts", "prompt_generation_resolved"},
-                    parameters={"params:classes"}, tags=namespace)
+                    parameters=SHARED_PARAMETERS, tags=namespace)
 
 
 def _with_segmenter(variants: Pipeline) -> Pipeline:
