@@ -18,3 +18,19 @@ def copy_project(destination: Path) -> Path:
     (destination / "conf" / "local").mkdir()
     (destination / "src").mkdir()  # Kedro checks it exists; the package itself is installed
     return destination
+
+
+def latest_version(path: Path) -> Path:
+    """The newest version of a versioned dataset file (`<path>/<version>/<name>`)."""
+    return sorted(path.iterdir())[-1] / path.name
+
+
+def run_project(project: Path, params: dict) -> Path:
+    """One `kedro run` of the project copy at `project` with runtime `params`; its data folder."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        session.run()
+    return project / "data"

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from project_files import latest_version
 
 from wsss_project.datasets.png_array import read_png
 
@@ -25,10 +26,6 @@ TINY_PARAMS = {
 STAGES = ("cam_threshold", "pseudo_labels", "prediction", "supervised_reference")
 
 
-def _latest(path: Path) -> Path:
-    """The newest version of a versioned dataset file."""
-    return sorted(path.iterdir())[-1] / path.name
-
 
 def test_default_pipeline_end_to_end(project_copy):
     bootstrap_project(project_copy)
@@ -36,8 +33,8 @@ def test_default_pipeline_end_to_end(project_copy):
         session.run()
 
     data = project_copy / "data"
-    index = pd.read_parquet(_latest(data / "02_intermediate" / "tile_index.parquet"))
-    scenes = pd.read_parquet(_latest(data / "02_intermediate" / "scenes.parquet"))
+    index = pd.read_parquet(latest_version(data / "02_intermediate" / "tile_index.parquet"))
+    scenes = pd.read_parquet(latest_version(data / "02_intermediate" / "scenes.parquet"))
     assert set(index["split"]) == {"train", "test"}
     assert not set(index.loc[index.split == "train", "scene_id"]) & set(index.loc[index.split == "test", "scene_id"])
 
@@ -49,7 +46,7 @@ def test_default_pipeline_end_to_end(project_copy):
         assert set(np.unique(prediction)) <= {0, 255}
 
     # The report has the four stages, each with its scope, and the weak-to-full ratio.
-    metrics = json.loads(_latest(data / "08_reporting" / "metrics.json").read_text())
+    metrics = json.loads(latest_version(data / "08_reporting" / "metrics.json").read_text())
     assert set(metrics) == {"cam_threshold", "pseudo_labels", "prediction", "supervised_reference", "weak_to_full_ratio"}
     assert {stage: metrics[stage]["scope"] for stage in STAGES} == {
         "cam_threshold": "train_scenes", "pseudo_labels": "train_scenes",
@@ -69,7 +66,7 @@ def test_default_pipeline_end_to_end(project_copy):
         assert metrics[stage]["iou"] == pytest_approx(tp / max(tp + fp + fn, 1))
     assert metrics["pseudo_labels"]["pixels"] <= scenes.loc[scenes.split == "train", ["height", "width"]].prod(axis=1).sum()
     # The masks table: one row per segmenter mask of the train tiles, every mask kept by default.
-    table = pd.read_parquet(_latest(data / "04_feature" / "pseudo_mask_table.parquet"))
+    table = pd.read_parquet(latest_version(data / "04_feature" / "pseudo_mask_table.parquet"))
     assert len(table) and set(table["tile_id"]) <= set(train_tiles["tile_id"]) and table["kept"].all()
 
     # ... and so do the test-scene stages, from the saved scene PNGs and the test tiles' masks.
@@ -120,7 +117,7 @@ def test_default_pipeline_end_to_end(project_copy):
 
     # The landslide inventory: synthetic scenes have no CRS, so every polygon is in the pixel layer,
     # and their areas add up to the predicted pixels of the test scenes.
-    inventory = _latest(data / "07_model_output" / "landslide_inventory.gpkg")
+    inventory = latest_version(data / "07_model_output" / "landslide_inventory.gpkg")
     layers = {name: gpd.read_file(inventory, layer=name) for name in ("polygons_wgs84", "polygons_pixel")}
     assert len(layers["polygons_wgs84"]) == 0
     predicted = sum(
@@ -183,12 +180,12 @@ def _run_with_cams_in_the_contract(project_copy: Path, localization: dict) -> Pa
         session.run()
 
     data = project_copy / "data"
-    index = pd.read_parquet(_latest(data / "02_intermediate" / "tile_index.parquet"))
+    index = pd.read_parquet(latest_version(data / "02_intermediate" / "tile_index.parquet"))
     for tile in index.itertuples():
         cam = read_png(data / "03_primary" / "cams" / "landslide" / f"{tile.tile_id}.png")
         assert cam.dtype == np.uint8 and cam.shape == (128, 128)
         assert not cam[tile.height :].any() and not cam[:, tile.width :].any()  # 0 outside the scene
-    assert set(json.loads(_latest(data / "08_reporting" / "metrics.json").read_text())) >= set(STAGES)
+    assert set(json.loads(latest_version(data / "08_reporting" / "metrics.json").read_text())) >= set(STAGES)
     return data
 
 

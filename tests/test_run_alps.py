@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -11,6 +10,7 @@ import pandas as pd
 import torch
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from project_files import latest_version
 from test_run import TINY_PARAMS
 
 from wsss_project.datasets.png_array import read_png
@@ -23,9 +23,6 @@ ALPS_PARAMS["segmentation_training"] = {
 }
 
 
-def _latest(path: Path) -> Path:
-    return sorted(path.iterdir())[-1] / path.name
-
 
 def test_an_alps_run_pretrains_on_cluster_maps_end_to_end(project_copy):
     bootstrap_project(project_copy)
@@ -33,7 +30,7 @@ def test_an_alps_run_pretrains_on_cluster_maps_end_to_end(project_copy):
         session.run()
 
     data = project_copy / "data"
-    index = pd.read_parquet(_latest(data / "02_intermediate" / "tile_index.parquet"))
+    index = pd.read_parquet(latest_version(data / "02_intermediate" / "tile_index.parquet"))
     train = index[index.split == "train"]
     maps_dir = data / "04_feature" / "alps_cluster_maps"
     assert sorted(p.stem for p in maps_dir.glob("*.png")) == sorted(train.tile_id)
@@ -43,13 +40,13 @@ def test_an_alps_run_pretrains_on_cluster_maps_end_to_end(project_copy):
         assert (cluster_map[tile.height :] == 255).all() and (cluster_map[:, tile.width :] == 255).all()
         assert set(np.unique(cluster_map)) <= {*range(N_CLUSTERS), 255}
         painted += np.bincount(cluster_map.ravel(), minlength=256)[:N_CLUSTERS]
-    table = pd.read_csv(_latest(data / "08_reporting" / "alps_cluster_table.csv"))
+    table = pd.read_csv(latest_version(data / "08_reporting" / "alps_cluster_table.csv"))
     assert table["cluster_id"].tolist() == list(range(N_CLUSTERS))
     assert table["pixels"].tolist() == painted.tolist() and painted.sum() > 0
 
     # The pre-trained body has no output layer, and it is not the binary model's.
-    body = torch.load(_latest(data / "06_models" / "segmentation_pretrained_body.pt"), weights_only=True)
-    model = torch.load(_latest(data / "06_models" / "segmentation_model.pt"), weights_only=True)
+    body = torch.load(latest_version(data / "06_models" / "segmentation_pretrained_body.pt"), weights_only=True)
+    model = torch.load(latest_version(data / "06_models" / "segmentation_model.pt"), weights_only=True)
     assert body and set(body) < set(model) and not any(k.startswith("head.2.") for k in body)
 
     mlflow.set_tracking_uri(f"sqlite:///{project_copy / 'mlflow.db'}")

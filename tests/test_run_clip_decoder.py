@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -12,6 +11,7 @@ import pandas as pd
 import torch
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from project_files import latest_version
 from test_run import STAGES, TINY_PARAMS
 from tiny_foundation import write_tiny_clip
 
@@ -20,9 +20,6 @@ from wsss_project.datasets.png_array import read_png
 TINY_DECODER = {"adapter_dim": 8, "decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2, "epochs": 2,
                 "batch_size": 4, "feature_batch_size": 8}
 
-
-def _latest(path: Path) -> Path:
-    return sorted(path.iterdir())[-1] / path.name
 
 
 def test_a_clip_decoder_run_reaches_evaluation_with_predictions_in_the_contract(project_copy):
@@ -37,17 +34,17 @@ def test_a_clip_decoder_run_reaches_evaluation_with_predictions_in_the_contract(
         session.run()
 
     data = project_copy / "data"
-    scenes = pd.read_parquet(_latest(data / "02_intermediate" / "scenes.parquet"))
+    scenes = pd.read_parquet(latest_version(data / "02_intermediate" / "scenes.parquet"))
     for folder in ("predictions", "supervised_predictions"):
         for scene in scenes[scenes.split == "test"].itertuples():
             prediction = read_png(data / "07_model_output" / folder / f"{scene.scene_id}.png")
             assert prediction.shape == (scene.height, scene.width) and set(np.unique(prediction)) <= {0, 255}
-    metrics = json.loads(_latest(data / "08_reporting" / "metrics.json").read_text())
+    metrics = json.loads(latest_version(data / "08_reporting" / "metrics.json").read_text())
     assert set(STAGES) <= set(metrics) and all(0 <= metrics[stage]["iou"] <= 1 for stage in STAGES)
 
     # Both models are clip decoders: adapter + decoder only, naming the CLIP they need; no CLIP weight saved.
     for name in ("segmentation_model.pt", "supervised_model.pt"):
-        state = torch.load(_latest(data / "06_models" / name), weights_only=True)
+        state = torch.load(latest_version(data / "06_models" / name), weights_only=True)
         assert state["_extra_state"]["blocks"] == [1, 2]
         assert {key.split(".")[0] for key in state} == {"adapter", "blocks", "norm", "head", "_extra_state"}
     history = pd.read_csv(data / "08_reporting" / "segmentation_training_history.csv")

@@ -16,6 +16,7 @@ import pytest
 import torch
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from project_files import latest_version
 from test_run import STAGES, TINY_PARAMS
 from test_run_clip_decoder import TINY_DECODER
 from tiny_foundation import (
@@ -76,9 +77,6 @@ def _session_run(project: Path, params: dict, pipeline: str | None = None) -> No
         session.run(pipeline_names=[pipeline] if pipeline else None)
 
 
-def _latest(path: Path) -> Path:
-    return sorted(path.iterdir())[-1] / path.name
-
 
 def test_clip_localization_without_text_prototypes_names_the_pipeline_to_run(project_copy, tmp_path):
     with pytest.raises(UserInputError, match="kedro run --pipeline text_prototype_kb"):
@@ -91,21 +89,21 @@ def test_clip_localization_with_usr_and_vpe_runs_end_to_end(project_copy, tmp_pa
     _session_run(project_copy, params)
 
     data = project_copy / "data"
-    state = torch.load(_latest(data / "06_models" / "cam_model.pt"), weights_only=True)
+    state = torch.load(latest_version(data / "06_models" / "cam_model.pt"), weights_only=True)
     assert list(state) == ["text_embeddings"]  # only T_c is saved, never CLIP's weights
-    index = pd.read_parquet(_latest(data / "02_intermediate" / "tile_index.parquet"))
+    index = pd.read_parquet(latest_version(data / "02_intermediate" / "tile_index.parquet"))
     assert set(index["split"]) == {"train", "test"}
     for tile in index.itertuples():
         cam = read_png(data / "03_primary" / "cams" / "landslide" / f"{tile.tile_id}.png")
         assert cam.dtype == np.uint8 and cam.shape == (TILE, TILE)
-    metrics = json.loads(_latest(data / "08_reporting" / "metrics.json").read_text())
+    metrics = json.loads(latest_version(data / "08_reporting" / "metrics.json").read_text())
     assert set(metrics) >= set(STAGES)
     assert all(np.isfinite(metrics[stage]["iou"]) for stage in STAGES if "iou" in metrics[stage])
-    scenes = pd.read_parquet(_latest(data / "02_intermediate" / "scenes.parquet"))
+    scenes = pd.read_parquet(latest_version(data / "02_intermediate" / "scenes.parquet"))
     for scene in scenes[scenes.split == "test"].itertuples():
         prediction = read_png(data / "07_model_output" / "predictions" / f"{scene.scene_id}.png")
         assert prediction.shape == (scene.height, scene.width) and set(np.unique(prediction)) <= {0, 255}
-    segmenter = torch.load(_latest(data / "06_models" / "segmentation_model.pt"), weights_only=True)
+    segmenter = torch.load(latest_version(data / "06_models" / "segmentation_model.pt"), weights_only=True)
     assert "adapter" in {key.split(".")[0] for key in segmenter}  # the clip_decoder, not the ResUNet
     mlflow.set_tracking_uri(f"sqlite:///{project_copy / 'mlflow.db'}")
     run = mlflow.search_runs(experiment_names=["wsss_project"]).iloc[0]

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from project_files import latest_version
 from test_run import TINY_PARAMS
 
 from wsss_project import settings
-
-
-def _latest(path: Path) -> Path:
-    return sorted(path.iterdir())[-1] / path.name
 
 
 def test_the_comparison_writes_one_row_per_labeller_and_skips_sam_without_a_checkpoint(project_copy, caplog):
@@ -28,7 +24,7 @@ def test_the_comparison_writes_one_row_per_labeller_and_skips_sam_without_a_chec
         session.run(pipeline_name="pseudo_label_comparison")
 
     reporting = project_copy / "data" / "08_reporting"
-    table = pd.read_csv(_latest(reporting / "pseudo_label_comparison.csv"))  # versioned
+    table = pd.read_csv(latest_version(reporting / "pseudo_label_comparison.csv"))  # versioned
     assert (reporting / "pseudo_label_comparison.png").stat().st_size > 0
     assert list(table["variant"]) == list(settings.COMPARISON_VARIANTS)  # one row each, declared order
     sam = {"sam", "sam_ios", "sam_auto_regions"}
@@ -41,13 +37,13 @@ def test_the_comparison_writes_one_row_per_labeller_and_skips_sam_without_a_chec
 
     # Scored as the run's own stages are: CAM > T at the run's T is the cam_threshold stage, and GrabCut
     # from the same prompts (the run's default labeller) is its pseudo_labels stage.
-    metrics = json.loads(_latest(reporting / "metrics.json").read_text())
+    metrics = json.loads(latest_version(reporting / "metrics.json").read_text())
     rows = table.set_index("variant")
     for variant, stage in (("cam_threshold", "cam_threshold"), ("grabcut", "pseudo_labels")):
         for key in ("oa", "precision", "recall", "f1", "iou"):
             assert rows.loc[variant, key] == pytest.approx(metrics[stage][key], abs=1e-12), (variant, key)
     ran = rows[rows["status"] == "ran"]
-    train_tiles = pd.read_parquet(_latest(project_copy / "data" / "02_intermediate" / "tile_index.parquet"))
+    train_tiles = pd.read_parquet(latest_version(project_copy / "data" / "02_intermediate" / "tile_index.parquet"))
     assert (ran["n_tiles"] == int((train_tiles["split"] == "train").sum())).all()
     assert (ran["seconds_per_tile"] > 0).all() and ran["ignored_fraction"].between(0, 1).all()
     # IOS only turns masks into ignore: never more landslide pixels than GrabCut's, some pixels ignored.

@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 import rasterio
 from affine import Affine
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
+from project_files import latest_version, run_project
 from test_run import TINY_PARAMS
 
 from wsss_project.datasets.png_array import read_png
@@ -69,18 +68,12 @@ def run_data(mixed_folder, module_project_copy) -> Path:
     params = copy.deepcopy(TINY_PARAMS)
     params["data"] = {"source": "folder", "folder": {"images_dir": str(images), "masks_dir": str(masks)},
                       "tile_size": 128, "split": {"test_fraction": 0.5}}
-    bootstrap_project(module_project_copy)
-    with KedroSession.create(project_path=module_project_copy, runtime_params=params) as session:
-        session.run()
-    return module_project_copy / "data"
+    return run_project(module_project_copy, params)
 
-
-def _latest(path: Path) -> Path:
-    return sorted(path.iterdir())[-1] / path.name
 
 
 def _test_scenes(data: Path) -> pd.DataFrame:
-    scenes = pd.read_parquet(_latest(data / "02_intermediate" / "scenes.parquet"))
+    scenes = pd.read_parquet(latest_version(data / "02_intermediate" / "scenes.parquet"))
     return scenes[scenes.split == "test"]
 
 
@@ -116,7 +109,7 @@ def test_png_scenes_keep_png_outputs_and_the_report_measures_each_valid_test_pix
         scene_id = plain.scene_id.iloc[0]
         assert read_png(run_data / "07_model_output" / output / f"{scene_id}.png").shape == (HEIGHT, WIDTH)
         assert not (run_data / "07_model_output" / output / f"{scene_id}.tif").exists()
-    metrics = json.loads(_latest(run_data / "08_reporting" / "metrics.json").read_text())
+    metrics = json.loads(latest_version(run_data / "08_reporting" / "metrics.json").read_text())
     nodata = (HEIGHT - 150) * (WIDTH - 200)
     for stage in ("prediction", "supervised_reference"):
         # Every test pixel once, the GeoTIFFs' nodata corners left out (their masks are 255 there).
@@ -128,7 +121,7 @@ def test_the_inventory_areas_add_up_to_the_predicted_pixels_and_its_polygons_lie
     import geopandas as gpd
     from shapely.geometry import box
 
-    inventory = _latest(run_data / "07_model_output" / "landslide_inventory.gpkg")
+    inventory = latest_version(run_data / "07_model_output" / "landslide_inventory.gpkg")
     georeferenced = gpd.read_file(inventory, layer="polygons_wgs84")
     pixel = gpd.read_file(inventory, layer="polygons_pixel")
     folder = run_data / "07_model_output" / "predictions"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from project_files import latest_version
 from test_run import TINY_PARAMS
 
 from wsss_project.datasets.png_array import read_png
@@ -19,9 +19,6 @@ from wsss_project.hooks import NO_PROMPTS
 REGIONS_PARAMS = {**copy.deepcopy(TINY_PARAMS), "sam_labeling": {"segmenter": "regions"}}
 
 
-def _latest(path: Path) -> Path:
-    return sorted(path.iterdir())[-1] / path.name
-
 
 def test_a_regions_run_labels_by_region_voting_end_to_end(project_copy):
     bootstrap_project(project_copy)
@@ -29,7 +26,7 @@ def test_a_regions_run_labels_by_region_voting_end_to_end(project_copy):
         session.run()
 
     data = project_copy / "data"
-    index = pd.read_parquet(_latest(data / "02_intermediate" / "tile_index.parquet"))
+    index = pd.read_parquet(latest_version(data / "02_intermediate" / "tile_index.parquet"))
     threshold = json.loads((data / "03_primary" / "prompt_generation_resolved.json").read_text())["threshold"]
     train = index[index.split == "train"]
     assert set(train.landslide) == {0, 1}
@@ -48,7 +45,7 @@ def test_a_regions_run_labels_by_region_voting_end_to_end(project_copy):
     assert any((read_png(data / "04_feature" / "pseudo_masks" / f"{t}.png") == 1).any() for t in positive.tile_id)
 
     # Segmentation training and evaluation ran unchanged on the region pseudo-masks.
-    metrics = json.loads(_latest(data / "08_reporting" / "metrics.json").read_text())
+    metrics = json.loads(latest_version(data / "08_reporting" / "metrics.json").read_text())
     assert {"pseudo_labels", "prediction", "weak_to_full_ratio"} <= set(metrics)
     assert metrics["pseudo_labels"]["pixels"] > 0
 

@@ -23,8 +23,7 @@ import pandas as pd
 import pytest
 import rasterio
 import torch
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
+from project_files import latest_version, run_project
 from segment_anything import sam_model_registry
 from test_run import STAGES, TINY_PARAMS
 
@@ -86,21 +85,13 @@ def _params(two_scenes: tuple[Path, Path], checkpoint: Path, sam_labeling: dict,
     return params
 
 
-def _run(project: Path, params: dict) -> Path:
-    bootstrap_project(project)
-    with KedroSession.create(project_path=project, runtime_params=params) as session:
-        session.run()
-    return project / "data"
 
-
-def _latest(path: Path) -> Path:
-    return sorted(path.iterdir())[-1] / path.name
 
 
 def _check_pseudo_masks_and_report(data: Path) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """The contract of the pseudo-masks (0/1/255, one positive train tile) and of metrics.json."""
-    index = pd.read_parquet(_latest(data / "02_intermediate" / "tile_index.parquet"))
-    scenes = pd.read_parquet(_latest(data / "02_intermediate" / "scenes.parquet"))
+    index = pd.read_parquet(latest_version(data / "02_intermediate" / "tile_index.parquet"))
+    scenes = pd.read_parquet(latest_version(data / "02_intermediate" / "scenes.parquet"))
     assert sorted(scenes["split"]) == ["test", "train"] and set(scenes["source"]) == {"hill"}
     train = index[index.split == "train"]
     assert train["landslide"].tolist().count(1) == 1, "one positive train tile: one ViT-B pass per run"
@@ -109,7 +100,7 @@ def _check_pseudo_masks_and_report(data: Path) -> tuple[pd.DataFrame, pd.DataFra
         assert pseudo.shape == (TILE, TILE) and set(np.unique(pseudo)) <= {0, 1, 255}
         if not tile.landslide:
             assert (pseudo == 0).all()
-    metrics = json.loads(_latest(data / "08_reporting" / "metrics.json").read_text())
+    metrics = json.loads(latest_version(data / "08_reporting" / "metrics.json").read_text())
     assert set(STAGES) <= set(metrics) and "weak_to_full_ratio" in metrics
     for stage in STAGES:
         assert 0 <= metrics[stage]["iou"] <= 1 and metrics[stage]["pixels"] > 0
@@ -128,12 +119,12 @@ def test_sam_with_ios_and_refined_predictions_on_a_random_vit_b(project_copy, tw
     params = _params(two_scenes, vit_b_checkpoint, {"segmenter": "sam", "merge": "ios",
                                                     "ios": {"min_overlap": MIN_OVERLAP}},
                      segmentation_training={"refine": "ios"})
-    data = _run(project_copy, params)
+    data = run_project(project_copy, params)
     index, scenes, threshold = _check_pseudo_masks_and_report(data)
 
     # The masks table: one row per SAM mask of the positive train tile, SAM's confidences measured,
     # and the IOS verdict applied (kept exactly when IOS >= min_overlap; the rest became ignore).
-    table = pd.read_parquet(_latest(data / "04_feature" / "pseudo_mask_table.parquet"))
+    table = pd.read_parquet(latest_version(data / "04_feature" / "pseudo_mask_table.parquet"))
     positive = index[(index.split == "train") & (index.landslide == 1)]["tile_id"].tolist()
     assert len(table) >= 1 and set(table["tile_id"]) == set(positive)
     for column in ("stability_score", "ios"):
@@ -171,7 +162,7 @@ def test_sam_auto_region_voting_on_a_random_vit_b(project_copy, two_scenes, vit_
     params = _params(two_scenes, vit_b_checkpoint,
                      {"segmenter": "regions", "unprompted_positive": "background",
                       "regions": {"source": "sam_auto", "area_gate": 1.0, "sam_auto": SAM_AUTO}})
-    data = _run(project_copy, params)
+    data = run_project(project_copy, params)
     index, _, threshold = _check_pseudo_masks_and_report(data)
 
     # SAM's automatic masks reached the voting: the positive tile is covered by regions (with
@@ -184,7 +175,7 @@ def test_sam_auto_region_voting_on_a_random_vit_b(project_copy, two_scenes, vit_
         cam = read_png(data / "03_primary" / "cams" / "landslide" / f"{tile_id}.png")
         assert cam[pseudo == 1].mean() > threshold
     # Region voting makes no segmenter masks: its masks table is empty.
-    assert pd.read_parquet(_latest(data / "04_feature" / "pseudo_mask_table.parquet")).empty
+    assert pd.read_parquet(latest_version(data / "04_feature" / "pseudo_mask_table.parquet")).empty
 
     run = _mlflow_run(project_copy)
     assert run["tags.segmenter"] == "regions"

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from project_files import latest_version
 from tiny_foundation import CLIP_EMBED_DIM, write_tiny_clip
 
 from wsss_project.errors import UserInputError
@@ -20,10 +21,6 @@ PIPELINE = "text_prototype_kb"
 CLASSES = ["building", "tree", "car"]
 N_PROTOTYPES, TOP_K, WEIGHT = 5, 2, 0.5
 
-
-def _latest(path: Path) -> Path:
-    """The newest version of a versioned dataset file."""
-    return sorted(path.iterdir())[-1] / path.name
 
 
 def _run(project: Path, runtime_params: dict) -> None:
@@ -58,7 +55,7 @@ def test_the_pipeline_builds_the_knowledge_base_prototypes_and_figure(project_co
 
     # The knowledge base: every description of the run's classes, once, with its CLIP embedding.
     shipped = yaml.safe_load((project_copy / "conf" / "base" / "class_descriptions.yml").read_text())["classes"]
-    kb = pd.read_parquet(_latest(data / "02_intermediate" / "text_knowledge_base.parquet"))
+    kb = pd.read_parquet(latest_version(data / "02_intermediate" / "text_knowledge_base.parquet"))
     assert list(kb["class"].unique()) == CLASSES
     for name in CLASSES:
         assert kb.loc[kb["class"] == name, "description"].tolist() == shipped[name]["descriptions"]
@@ -70,12 +67,12 @@ def test_the_pipeline_builds_the_knowledge_base_prototypes_and_figure(project_co
                                atol=1e-6)
 
     # B centroids gathering every description once.
-    centroids = pd.read_parquet(_latest(data / "02_intermediate" / "text_prototype_centroids.parquet"))
+    centroids = pd.read_parquet(latest_version(data / "02_intermediate" / "text_prototype_centroids.parquet"))
     assert centroids["prototype"].tolist() == list(range(N_PROTOTYPES))
     assert centroids["n_descriptions"].sum() == len(kb)
 
     # One enriched embedding per class: eq. 4 from the saved t_c, prototypes and weights.
-    prototypes = pd.read_parquet(_latest(data / "02_intermediate" / "text_prototypes.parquet"))
+    prototypes = pd.read_parquet(latest_version(data / "02_intermediate" / "text_prototypes.parquet"))
     assert prototypes["class"].tolist() == CLASSES
     a = np.stack(centroids["embedding"].to_numpy())
     for row in prototypes.itertuples():

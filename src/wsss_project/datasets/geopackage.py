@@ -19,8 +19,9 @@ from typing import Any
 
 import geopandas as gpd
 import pyogrio
-from kedro.io import AbstractVersionedDataset, DatasetError, Version
+from kedro.io import DatasetError, Version
 
+from wsss_project.datasets.versioned_file import VersionedFileDataset
 from wsss_project.utils.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ DRIVER = "GPKG"
 EMPTY_GEOMETRY_TYPE = "Polygon"  # an empty layer declares one (there is nothing to infer it from)
 
 
-class GeoPackageDataset(AbstractVersionedDataset[dict, dict]):
+class GeoPackageDataset(VersionedFileDataset[dict, dict]):
     """`{layer name: GeoDataFrame}` <-> one GeoPackage file, versioned, written atomically.
 
     Every layer is written, an empty one too (its columns and CRS kept), so that a reader finds the
@@ -75,12 +76,6 @@ class GeoPackageDataset(AbstractVersionedDataset[dict, dict]):
             logger.info("%s: no active MLflow run, so it is not logged as an artifact", path)
             return
         mlflow.log_artifact(str(path), self._mlflow_artifact_path or None)
-
-    def _exists(self) -> bool:
-        try:
-            return Path(self._get_load_path()).is_file()
-        except DatasetError:
-            return False
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "version": self._version,

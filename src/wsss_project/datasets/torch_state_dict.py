@@ -10,12 +10,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
-from kedro.io import AbstractVersionedDataset, DatasetError, Version
+from kedro.io import DatasetError, Version
 
+from wsss_project.datasets.versioned_file import VersionedFileDataset
 from wsss_project.utils.atomic import atomic_path
 
 
-class TorchStateDictDataset(AbstractVersionedDataset[dict, dict]):
+class TorchStateDictDataset(VersionedFileDataset[dict, dict]):
     """`state_dict` <-> file, versioned, written atomically, loaded on the CPU safely."""
 
     def __init__(
@@ -36,12 +37,6 @@ class TorchStateDictDataset(AbstractVersionedDataset[dict, dict]):
             raise DatasetError(f"{self._filepath}: expected a state_dict, got {type(data).__name__}")
         with atomic_path(self._get_save_path()) as tmp:
             torch.save(data, tmp)
-
-    def _exists(self) -> bool:
-        try:
-            return Path(self._get_load_path()).is_file()
-        except DatasetError:
-            return False
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "version": self._version}
