@@ -14,8 +14,8 @@ import pytest
 import torch
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
-from project_files import copy_project
-from test_run import TINY_PARAMS, _latest
+from project_files import copy_project, latest_version
+from test_run import TINY_PARAMS
 
 from wsss_project.compute import cluster
 from wsss_project.errors import UserInputError
@@ -87,11 +87,11 @@ def test_the_dask_backend_gives_the_local_runs_bytes_and_metrics_loading_each_mo
     local_files, dask_files = _files(local), _files(dask)
     assert local_files and set(dask_files) == set(local_files)
     assert [name for name in local_files if dask_files[name] != local_files[name]] == []
-    metrics = [json.loads(_latest(data / "08_reporting" / "metrics.json").read_text()) for data in (local, dask)]
+    metrics = [json.loads(latest_version(data / "08_reporting" / "metrics.json").read_text()) for data in (local, dask)]
     local_numbers, dask_numbers = _numbers(metrics[0]), _numbers(metrics[1])
     assert set(dask_numbers) == set(local_numbers)
     assert all(dask_numbers[key] == pytest.approx(value, abs=1e-9) for key, value in local_numbers.items())
-    tables = [pd.read_parquet(_latest(data / "04_feature" / "pseudo_mask_table.parquet")) for data in (local, dask)]
+    tables = [pd.read_parquet(latest_version(data / "04_feature" / "pseudo_mask_table.parquet")) for data in (local, dask)]
     pd.testing.assert_frame_equal(tables[1], tables[0])
 
     # The run started its cluster, then reported what each of its 2 workers built: every model once.

@@ -230,3 +230,26 @@ def test_refine_needs_the_cams_of_every_test_tile():
     del cams["landslide/s__0_20"]
     with pytest.raises(KeyError, match="`cams` has no partition 'landslide/s__0_20'"):
         _refine(predictions, cams, index, scenes)
+
+
+def test_the_cluster_stream_runs_every_scene_in_one_stream_and_hands_each_scene_its_own_sets():
+    """On a cluster the test scenes share one stream of tasks (the next scenes run while one is written);
+    each scene must still get exactly its own sets' results, and a scene asked for out of the stream's
+    order is an error rather than another scene's probabilities."""
+    from wsss_project.pipelines.segmentation_training.nodes import _ClusterSceneStream
+
+    tiles = {f"t{k}": np.full((2, 2, 3), k, np.uint8) for k in range(5)}
+    sets_by_scene = {"a": [[{"tile_id": "t0"}, {"tile_id": "t1"}], [{"tile_id": "t2"}]],
+                     "b": [[{"tile_id": "t3"}, {"tile_id": "t4"}]]}
+    streams = []
+
+    def predict_sets(stacks):
+        streams.append(1)
+        return (stack[:, 0, 0, 0].copy() for stack in stacks)  # each tile's value: which tile it was
+
+    stream = _ClusterSceneStream(predict_sets, tiles, sets_by_scene)
+    assert [r.tolist() for r in stream.results_of("a")] == [[0, 1], [2]]
+    assert [r.tolist() for r in stream.results_of("b")] == [[3, 4]]
+    assert streams == [1]  # one stream for every scene
+    with pytest.raises(RuntimeError, match="scene b was asked for when a was next"):
+        list(_ClusterSceneStream(predict_sets, tiles, sets_by_scene).results_of("b"))

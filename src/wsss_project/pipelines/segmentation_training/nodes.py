@@ -311,33 +311,6 @@ def tile_probabilities(
     return lambda images: predict_probabilities(model, images, segmentation_training, device, batch)
 
 
-def _probability_blocks(
-    predict_sets: Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]], tiles: Partitions, scene_tiles: list[dict],
-    spans: list[tuple[int, int]], progress: _SceneProgress,
-) -> Iterator[tuple[TileWindow, np.ndarray]]:
-    """(valid window, stored probability bands) of each test tile of one scene, one span of tiles (an
-    inference batch, or a cluster task) at a time; `predict_sets` maps tile stacks to probabilities."""
-    sets = [scene_tiles[start:stop] for start, stop in spans]
-    stacks = (stack_tiles(tiles, [t["tile_id"] for t in tile_set]) for tile_set in sets)  # read as needed
-    for tile_set, probs in zip(sets, predict_sets(stacks), strict=True):
-        for tile, tile_probs in zip(tile_set, probs, strict=True):
-            window = tile_window(tile)
-            yield window, quantise_probabilities(tile_probs[:, : window.height, : window.width])
-    progress.scene_done(len(scene_tiles))
-
-
-def _cluster_probability_sets(
-    segmentation_model: dict, segmentation_training: dict, n_outputs: int, device: str,
-    text_prototype_kb: dict | None, compute: dict, stacks: Iterable[np.ndarray],
-) -> Iterator[np.ndarray]:
-    """The ResUNet's probabilities of each tile stack on the Dask cluster, in order: the mapper (and the
-    weights it sent to the workers) lives while the dataset writes the scene."""
-    with tile_mapper(compute) as mapper:
-        probabilities = tile_probabilities(segmentation_model, segmentation_training, n_outputs,
-                                           resolve_device(device), text_prototype_kb, mapper, compute, device)
-        yield from probabilities_of(probabilities, stacks)
-
-
 class _SceneProgress:
     """Logs each predicted scene with its rate: the work runs while the dataset writes, after the node returns."""
 
@@ -379,33 +352,103 @@ def predict_scenes(
     """
     n_outputs, batch_size = len(classes) + 1, int(segmentation_training["inference_batch_size"])
     on_cluster = uses_dask(compute) and segmentation_model_kind(segmentation_training) != CLIP_DECODER
-    if on_cluster:
-        predict_sets = partial(_cluster_probability_sets, segmentation_model, segmentation_training, n_outputs,
-                               device, text_prototype_kb, compute)
-        set_size = int(compute["tiles_per_task"])  # rounded up to whole inference batches by task_spans
-    else:
-        if uses_dask(compute):
-            logger.warning("compute.backend is dask, but segmentation_training.model %s predicts on the driver "
-                           "(its frozen CLIP); only the ResUNet runs on the cluster",
-                           segmentation_model_kind(segmentation_training))
-        local = tile_probabilities(segmentation_model, segmentation_training, n_outputs, resolve_device(device),
-                                   text_prototype_kb)
-        predict_sets, set_size = partial(map, local), batch_size
+    if uses_dask(compute) and not on_cluster:
+        logger.warning("compute.backend is dask, but segmentation_training.model %s predicts on the driver "
+                       "(its frozen CLIP); only the ResUNet runs on the cluster", segmentation_model_kind(segmentation_training))
+    # tiles per model call: an inference batch here, a task (whole batches) on the cluster
+    set_size = int(compute["tiles_per_task"]) if on_cluster else batch_size
     names = probability_band_names(classes)
     test_tiles = tiles_of_split(tile_index, TEST_SPLIT)
-    test_scenes = tile_rows(scenes[scenes["split"] == TEST_SPLIT])
-    progress = _SceneProgress(len(test_scenes))
-    rasters = {}
+    test_scenes = sorted(tile_rows(scenes[scenes["split"] == TEST_SPLIT]), key=lambda scene: scene["scene_id"])
+    sets_by_scene = {}
     for scene in test_scenes:
         scene_tiles = tile_rows(test_tiles[test_tiles["scene_id"] == scene["scene_id"]])
-        rasters[scene["scene_id"]] = StreamedSceneRaster(
+        sets_by_scene[scene["scene_id"]] = [scene_tiles[a:b] for a, b in task_spans(len(scene_tiles), batch_size, set_size)]
+    if on_cluster:
+        results_of = _ClusterSceneStream(
+            partial(_cluster_probability_sets, segmentation_model, segmentation_training, n_outputs, device,
+                    text_prototype_kb, compute),
+            tiles, sets_by_scene,
+        ).results_of
+    else:
+        local = tile_probabilities(segmentation_model, segmentation_training, n_outputs, resolve_device(device),
+                                   text_prototype_kb)
+        results_of = partial(_local_scene_results, local, tiles, sets_by_scene)
+    progress = _SceneProgress(len(test_scenes))
+    return {
+        scene["scene_id"]: StreamedSceneRaster(
             int(scene["height"]), int(scene["width"]), len(names),
-            partial(_probability_blocks, predict_sets, tiles, scene_tiles, task_spans(len(scene_tiles), batch_size, set_size),
+            partial(_probability_blocks, sets_by_scene[scene["scene_id"]], partial(results_of, scene["scene_id"]),
                     progress),
-            Georeference.from_scene(scene.get("crs"), scene.get("transform")),
-            scene_validity(scene, data), names,
+            Georeference.from_scene(scene.get("crs"), scene.get("transform")), scene_validity(scene, data), names,
         )
-    return rasters
+        for scene in test_scenes
+    }
+
+
+def _tile_stacks(tiles: Partitions, tile_sets: list[list[dict]]) -> Iterator[np.ndarray]:
+    """(N, H, W, 3) of each set of tiles, read when asked for."""
+    return (stack_tiles(tiles, [t["tile_id"] for t in tile_set]) for tile_set in tile_sets)
+
+
+def _local_scene_results(
+    probabilities: Callable[[np.ndarray], np.ndarray], tiles: Partitions, sets_by_scene: dict[str, list[list[dict]]],
+    scene_id: str,
+) -> Iterator[np.ndarray]:
+    return map(probabilities, _tile_stacks(tiles, sets_by_scene[scene_id]))
+
+
+class _ClusterSceneStream:
+    """Every test scene's tile sets through one stream of cluster tasks, so that the next scenes' tasks
+    run while a scene is written (a scene of a few tiles is one task: scene by scene, one worker would
+    idle). The dataset writes the scenes in sorted id order (PartitionedDataset sorts its partitions),
+    the order of the stream; a scene asked for out of that order is an error, never a wrong raster."""
+
+    def __init__(self, predict_sets: Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]], tiles: Partitions,
+                 sets_by_scene: dict[str, list[list[dict]]]) -> None:
+        self._predict_sets, self._tiles, self._sets_by_scene = predict_sets, tiles, sets_by_scene
+        self._order, self._left, self._results = iter(list(sets_by_scene)), len(sets_by_scene), None
+
+    def results_of(self, scene_id: str) -> Iterator[np.ndarray]:
+        expected = next(self._order, None)
+        if expected != scene_id:
+            raise RuntimeError(f"predict_scenes: scene {scene_id} was asked for when {expected} was next: on a Dask "
+                               "cluster the test scenes' rasters must be written in sorted scene-id order")
+        if self._results is None:  # the first scene written starts the stream (the node has returned by then)
+            every_set = [tile_set for sets in self._sets_by_scene.values() for tile_set in sets]
+            self._results = self._predict_sets(_tile_stacks(self._tiles, every_set))
+        self._left -= 1
+        return self._take(len(self._sets_by_scene[scene_id]), last=self._left == 0)
+
+    def _take(self, n_sets: int, last: bool) -> Iterator[np.ndarray]:
+        for _ in range(n_sets):
+            yield next(self._results)
+        if last:
+            self._results.close()  # leaves the mapper's context: the workers drop the scattered weights
+
+
+def _probability_blocks(
+    tile_sets: list[list[dict]], results: Callable[[], Iterator[np.ndarray]], progress: _SceneProgress,
+) -> Iterator[tuple[TileWindow, np.ndarray]]:
+    """(valid window, stored probability bands) of each test tile of one scene, one set of tiles (an
+    inference batch, or a cluster task) at a time; `results()` gives each set's probabilities in order."""
+    for tile_set, probs in zip(tile_sets, results(), strict=True):
+        for tile, tile_probs in zip(tile_set, probs, strict=True):
+            window = tile_window(tile)
+            yield window, quantise_probabilities(tile_probs[:, : window.height, : window.width])
+    progress.scene_done(sum(len(tile_set) for tile_set in tile_sets))
+
+
+def _cluster_probability_sets(
+    segmentation_model: dict, segmentation_training: dict, n_outputs: int, device: str,
+    text_prototype_kb: dict | None, compute: dict, stacks: Iterable[np.ndarray],
+) -> Iterator[np.ndarray]:
+    """The ResUNet's probabilities of each tile stack on the Dask cluster, in order: the mapper (and the
+    weights it sent to the workers) lives until the last stack's result is taken."""
+    with tile_mapper(compute) as mapper:
+        probabilities = tile_probabilities(segmentation_model, segmentation_training, n_outputs,
+                                           resolve_device(device), text_prototype_kb, mapper, compute, device)
+        yield from probabilities_of(probabilities, stacks)
 
 
 def _class_blocks(probabilities: SceneRaster, n_classes: int) -> Iterator[tuple[TileWindow, np.ndarray]]:
