@@ -117,3 +117,21 @@ def test_refinement_features_concatenate_clip_and_dino_and_give_the_last_attenti
     too_many = {**params, "usr": {**params["usr"], "attention_layers": CLIP_LAYERS + 1}}
     with pytest.raises(UserInputError, match="localization.usr.attention_layers"):
         localizer.refinement_features(model, images, too_many, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("usr", [True, False])
+def test_one_clip_forward_gives_the_heatmaps_and_refinement_inputs_of_the_separate_calls(tmp_path, usr):
+    """generate_cams and VPE's prototype pass take both from one CLIP forward: they must equal what the
+    two separate calls (two forwards) give, attentions recorded or not."""
+    params = _params(tmp_path, dino=True, usr=usr)
+    localizer = localizer_for(params)
+    images, sizes = _tiles(3)
+    cpu = torch.device("cpu")
+    model, _ = localizer.fit(images, np.ones((3, 2)), sizes, params, cpu)
+    heatmaps, features, attentions = localizer.heatmaps_and_refinement_features(model, images, sizes, params, cpu)
+    np.testing.assert_array_equal(heatmaps, localizer.heatmaps(model, images, sizes, params, cpu))
+    separate_features, separate_attentions = localizer.refinement_features(model, images, params, cpu)
+    assert torch.equal(features, separate_features)
+    assert (attentions is None) == (not usr)
+    if usr:
+        assert torch.equal(attentions, separate_attentions)

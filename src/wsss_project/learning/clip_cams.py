@@ -112,17 +112,24 @@ def _clip_forward(head, images, params, device, with_attentions: bool = False):
     )
 
 
-def _cosine_on_tiles(head, images, params, device) -> torch.Tensor:
-    """(N, C, H, W) eq. 9 cosines upsampled to the tiles."""
-    _, features = _clip_forward(head, images, params, device)
+def _cosine_from_tokens(head, patch_tokens: torch.Tensor, images) -> torch.Tensor:
+    """(N, C, H, W) eq. 9 cosines of CLIP's patch tokens, upsampled to the tiles."""
     with torch.inference_mode():
-        cosine = head.cpu()(features.patch_tokens)
+        cosine = head.cpu()(patch_tokens)
     return F.interpolate(cosine, size=images.shape[1:3], mode="bilinear", align_corners=False)
+
+
+def _cosine_on_tiles(head, images, params, device) -> torch.Tensor:
+    _, features = _clip_forward(head, images, params, device)
+    return _cosine_from_tokens(head, features.patch_tokens, images)
 
 
 def clip_heatmaps(head, images, valid_sizes, params, device) -> np.ndarray:
     """(N, C, H, W) uint8: per tile and class, min-max over the valid part, 0 outside."""
-    cosine = _cosine_on_tiles(head, images, params, device)
+    return _heatmaps_from_cosine(_cosine_on_tiles(head, images, params, device), images, valid_sizes)
+
+
+def _heatmaps_from_cosine(cosine: torch.Tensor, images, valid_sizes) -> np.ndarray:
     valid = valid_masks(valid_sizes, *images.shape[1:3])[:, None].expand_as(cosine)
     inf = torch.tensor(float("inf"))
     low = torch.where(valid, cosine, inf).amin(dim=(2, 3), keepdim=True)
@@ -151,9 +158,24 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 def clip_refinement_features(head, images, params, device) -> tuple[torch.Tensor, torch.Tensor | None]:
     """F_cd (N, K, h, w) on the CLIP grid and, when USR is on, the last `usr.attention_layers`
     CLIP attention maps (N, L, hw, hw); None otherwise."""
+    backbones, features = _clip_forward(head, images, params, device, bool(params["usr"]["enabled"]))
+    return _refinement_from(backbones, features, images, params)
+
+
+def clip_heatmaps_and_refinement_features(
+    head, images, valid_sizes, params, device,
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None]:
+    """clip_heatmaps and clip_refinement_features from one CLIP forward (its patch tokens give both the
+    eq. 9 cosines and F_cd; USR's attentions are recorded in the same pass)."""
+    backbones, features = _clip_forward(head, images, params, device, bool(params["usr"]["enabled"]))
+    heatmaps = _heatmaps_from_cosine(_cosine_from_tokens(head, features.patch_tokens, images), images, valid_sizes)
+    return (heatmaps, *_refinement_from(backbones, features, images, params))
+
+
+def _refinement_from(backbones: Backbones, features, images, params) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """F_cd (with DINOv2 when set) and, with USR on, the last `usr.attention_layers` attention maps."""
     usr = params["usr"]
     with_attentions = bool(usr["enabled"])
-    backbones, features = _clip_forward(head, images, params, device, with_attentions)
     joint = _unit(features.patch_tokens)
     if backbones.dino is not None:
         dino = dino_features(backbones.dino, images, int(params["clip"]["batch_size"]), params["clip"]["dino_image_size"])

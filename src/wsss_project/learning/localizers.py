@@ -42,6 +42,7 @@ from wsss_project.learning.cam_training import (
 from wsss_project.learning.clip_cams import (
     build_head,
     clip_heatmaps,
+    clip_heatmaps_and_refinement_features,
     clip_refinement_features,
     clip_tile_probabilities,
     fit_head,
@@ -93,6 +94,12 @@ class Localizer(Protocol):
         """USR / VPE inputs: F_cd (N, K, h, w) covering the tile, and attention maps (N, L, hw, hw)
         on the same grid for USR's eq. 12-14, or None (then R = A_cd)."""
 
+    def heatmaps_and_refinement_features(
+        self, model: nn.Module, images: np.ndarray, valid_sizes: np.ndarray, params: Mapping[str, Any],
+        device: torch.device,
+    ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None]:
+        """heatmaps and refinement_features of the same tiles, from one forward where the method allows."""
+
 
 @dataclass(frozen=True)
 class MilLocalizer:
@@ -124,6 +131,10 @@ class MilLocalizer:
     def refinement_features(self, model, images, params, device):
         return self.features(model, images, params, device), None
 
+    def heatmaps_and_refinement_features(self, model, images, valid_sizes, params, device):
+        return (self.heatmaps(model, images, valid_sizes, params, device),
+                *self.refinement_features(model, images, params, device))
+
 
 @dataclass(frozen=True)
 class CamClassifierLocalizer:
@@ -152,6 +163,10 @@ class CamClassifierLocalizer:
     def refinement_features(self, model, images, params, device):
         return self.features(model, images, params, device), None
 
+    def heatmaps_and_refinement_features(self, model, images, valid_sizes, params, device):
+        return (self.heatmaps(model, images, valid_sizes, params, device),
+                *self.refinement_features(model, images, params, device))
+
 
 @dataclass(frozen=True)
 class ClipLocalizer:
@@ -174,6 +189,9 @@ class ClipLocalizer:
 
     def refinement_features(self, model, images, params, device):
         return clip_refinement_features(model, images, params, device)
+
+    def heatmaps_and_refinement_features(self, model, images, valid_sizes, params, device):
+        return clip_heatmaps_and_refinement_features(model, images, valid_sizes, params, device)
 
 
 # Read-only: adding a method is a new class plus one entry here.

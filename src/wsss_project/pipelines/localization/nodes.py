@@ -97,8 +97,8 @@ def _refiner(
     for start in range(0, len(train), batch):
         chunk = train.iloc[start : start + batch]
         images = stack_tiles(tiles, chunk["tile_id"].tolist())
-        heatmaps = localizer.heatmaps(model, images, _valid_sizes(chunk), localization, torch_device)
-        features, attentions = localizer.refinement_features(model, images, localization, torch_device)
+        heatmaps, features, attentions = localizer.heatmaps_and_refinement_features(
+            model, images, _valid_sizes(chunk), localization, torch_device)
         refiner.learn_from_batch(heatmaps, features, _valid_sizes(chunk), chunk[classes].to_numpy(), attentions)
     refiner.check_prototypes(classes)
     return refiner
@@ -123,9 +123,11 @@ def generate_cams(
     for start in range(0, len(ordered), batch):
         chunk = ordered.iloc[start : start + batch]
         images = stack_tiles(tiles, chunk["tile_id"].tolist())
-        heatmaps = localizer.heatmaps(model, images, _valid_sizes(chunk), localization, torch_device)
-        if refiner is not None:
-            features, attentions = localizer.refinement_features(model, images, localization, torch_device)
+        if refiner is None:
+            heatmaps = localizer.heatmaps(model, images, _valid_sizes(chunk), localization, torch_device)
+        else:
+            heatmaps, features, attentions = localizer.heatmaps_and_refinement_features(
+                model, images, _valid_sizes(chunk), localization, torch_device)
             heatmaps = refiner.refine_batch(heatmaps, features, _valid_sizes(chunk), attentions)
         for tile_id, per_class in zip(chunk["tile_id"], heatmaps, strict=True):
             for class_id, name in enumerate(classes):
