@@ -145,6 +145,31 @@ def test_alps_nodes_cluster_the_train_tiles_and_pretrain_a_body():
     assert body and "segmentation_pretraining.loss" in curves
 
 
+def test_alps_pools_the_frozen_clip_features_named_by_text_prototype_kb_when_the_localizer_is_clip(tmp_path):
+    """With `localization.method: clip` the saved cam_model holds only the class embeddings: the node must
+    hand ALPS the text_prototype_kb parameters that name the CLIP, else clustering fails asking for them."""
+    from tiny_foundation import CLIP_EMBED_DIM, write_tiny_clip
+
+    from wsss_project.learning.localizers import LOCALIZERS
+
+    tiles, _, _, index = toy_tiles()
+    clip = {"image_size": 64, "dino_image_size": 56, "batch_size": 2, "dense_path": "final", "topk_fraction": 0.1}
+    localization = {**PRC_OFF, "method": "clip", "clip": clip}
+    cam_model = {"text_embeddings": torch.randn(1, CLIP_EMBED_DIM)}
+    LOCALIZERS["clip"].build(1, localization).load_state_dict(cam_model)  # the shape a clip run saves
+    config, checkpoint = write_tiny_clip(tmp_path)
+    kb = {"clip": {"model_name": str(config), "checkpoint": str(checkpoint), "text_batch_size": 4}, "dino": {"path": None}}
+    conf = Path(__file__).resolve().parents[3] / "conf" / "base" / "parameters_sam_labeling.yml"
+    regions = yaml.safe_load(conf.read_text())["sam_labeling"]["regions"]
+    training = {**SEGMENTATION, "pretrain": "alps",
+                "alps": {"n_clusters": 3, "kmeans_batch_tiles": 2, "kmeans_passes": 1, "epochs": 1}}
+    args = (tiles, index, cam_model, training, {"regions": regions}, localization, ["landslide"], 0, "cpu")
+    with pytest.raises(UserInputError, match="text_prototype_kb"):
+        nodes.cluster_regions(*args)
+    maps, table = nodes.cluster_regions(*args, kb)
+    assert sorted(maps) == sorted(index.tile_id) and table["regions"].sum() > 0
+
+
 # --- refine_predictions (segmentation_training.refine) ------------------------------------------------
 
 REFINE_T = 100

@@ -60,6 +60,7 @@ from wsss_project.errors import UserInputError
 from wsss_project.imagery.readers import GEOTIFF_SUFFIXES, read_valid_window, validate_rgb_bands
 from wsss_project.imagery.tiling import TileWindow, mark_outside_scene
 from wsss_project.learning import alps
+from wsss_project.learning.clip_cams import CONTEXT_KEY, run_context
 from wsss_project.learning.clip_decoder_training import (
     build_clip_decoder,
     check_same_backbone,
@@ -120,18 +121,21 @@ def ignore_outside_scene(masks: np.ndarray, tiles: pd.DataFrame) -> np.ndarray:
 def cluster_regions(
     tiles: Partitions, tile_index: pd.DataFrame, cam_model: dict, segmentation_training: dict,
     sam_labeling: dict, localization: dict, classes: list[str], seed: int, device: str,
+    text_prototype_kb: dict | None = None,
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """ALPS cluster maps of every train tile and the cluster table (`pretrain: alps`; else empty).
 
     Regions: `sam_labeling.regions` (the same source, area gate and settings as region voting);
     features: SAM's embedding for `sam_auto`, else the trained localizer's (`cam_model`). A map is
     uint8 cluster ids 0..N-1, 255 where no region lies and outside the scene. Image pixels only:
-    neither masks nor image-level labels are read.
+    neither masks nor image-level labels are read. text_prototype_kb: names the frozen CLIP (and DINOv2)
+    whose features `localization.method: clip` pools (its saved model holds only the class embeddings).
     """
     if segmentation_training["pretrain"] != alps.PRETRAIN_ALPS:
         logger.info("segmentation_training.pretrain is %s: no ALPS cluster maps", segmentation_training["pretrain"])
         return {}, alps.empty_cluster_table()
     torch_device = resolve_device(device)
+    localization = {**localization, CONTEXT_KEY: run_context(classes, None, text_prototype_kb)}
     source, features = alps.build_alps_sources(sam_labeling, localization, cam_model, len(classes), torch_device)
     train = tile_rows(tiles_of_split(tile_index, TRAIN_SPLIT))
     tile_list = [(t["tile_id"], load_partition(tiles, t["tile_id"], "tiles"), (int(t["height"]), int(t["width"])))

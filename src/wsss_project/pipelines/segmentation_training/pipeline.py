@@ -70,7 +70,7 @@ def alps_pretraining_pipeline() -> Pipeline:
             node(
                 cluster_regions,
                 ["tiles", "tile_index", "cam_model", "params:segmentation_training", "params:sam_labeling",
-                 "params:localization", "params:classes", "params:seed", "params:device"],
+                 "params:localization", "params:classes", "params:seed", "params:device", "params:text_prototype_kb"],
                 [CLUSTER_MAPS_DATASET, "alps_cluster_table"],
                 name="cluster_regions",
             ),
