@@ -17,7 +17,7 @@ exactly as before. Declaring them (rather than a pipeline of its own) keeps the 
 segmentation_training` and the benchmarks alike, and no setting can be on while its nodes are absent.
 
 `compute.backend: dask` (compute/): `predict_scenes` computes the ResUNet's tile probabilities as Dask
-tasks (whole inference batches, each worker loading the model once); stitching stays on the driver.
+tasks (whole inference batches, each worker loading the model once); writing the rasters stays on the driver.
 The clip_decoder predicts on the driver (its frozen CLIP), as the log says; training is always local.
 """
 
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from wsss_project.compute.backend import DaskMapper, LocalMapper, WorkerModel, task_spans, uses_dask
+from wsss_project.compute.backend import DaskMapper, WorkerModel, task_spans, uses_dask
 from wsss_project.compute.cluster import tile_mapper
 from wsss_project.contracts import (
     BINARY_FOREGROUND_VALUE,
@@ -238,17 +238,13 @@ def _resunet_batch(segmentation_training: dict, batch: int, model: tuple, images
 
 @dataclass(frozen=True)
 class ClusterProbabilities:
-    """The ResUNet's tile probabilities on a Dask cluster: called on (N, H, W, 3) tiles like the local
-    function, in tasks of whole inference batches; `map` streams many calls (scenes) through the
-    workers at once, results in call order."""
+    """The ResUNet's tile probabilities on a Dask cluster: `map` streams (N, H, W, 3) tile stacks through
+    the workers in tasks of whole inference batches, several stacks in flight, results in stack order."""
 
     mapper: DaskMapper
     model: WorkerModel
     segmentation_training: dict
     tiles_per_task: int
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return next(self.map([images]))
 
     def map(self, image_sets: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         batch = int(self.segmentation_training["inference_batch_size"])
@@ -267,39 +263,19 @@ class ClusterProbabilities:
             yield np.concatenate([first, *(next(results) for _ in range(tasks_per_set.popleft() - 1))])
 
 
-def probabilities_of(
-    probabilities: Callable[[np.ndarray], np.ndarray] | ClusterProbabilities, image_sets: Iterable[np.ndarray],
-) -> Iterator[np.ndarray]:
-    """probabilities(images) of each set, in order; on a cluster several sets are in flight at once."""
-    if isinstance(probabilities, ClusterProbabilities):
-        return probabilities.map(image_sets)
-    return map(probabilities, image_sets)
-
-
 def tile_probabilities(
     segmentation_model: dict, segmentation_training: dict, n_outputs: int, device: torch.device,
-    text_prototype_kb: dict | None = None, mapper: LocalMapper | DaskMapper | None = None,
-    compute: dict | None = None, device_name: str = "auto",
-) -> Callable[[np.ndarray], np.ndarray] | ClusterProbabilities:
+    text_prototype_kb: dict | None = None,
+) -> Callable[[np.ndarray], np.ndarray]:
     """The saved `segmentation_model` as a function: (N, H, W, 3) uint8 tiles -> (N, n_outputs, H, W) softmax.
 
     clip_decoder reloads the frozen CLIP of `text_prototype_kb.clip` and refuses one other than the CLIP,
-    blocks and input size it was trained with (the state_dict names them). With a DaskMapper (and its
-    `compute` parameters) the ResUNet runs on the cluster's workers, each building it for `device_name`.
+    blocks and input size it was trained with (the state_dict names them). On a Dask cluster the ResUNet
+    runs as ClusterProbabilities instead (predict_scenes).
     """
     batch = int(segmentation_training["inference_batch_size"])
     tta = bool(segmentation_training["tta_flips"])
     kind = segmentation_model_kind(segmentation_training)
-    if isinstance(mapper, DaskMapper) and kind != CLIP_DECODER:
-        model = WorkerModel(
-            model_fingerprint("resunet", segmentation_model, {**segmentation_training, "n_outputs": n_outputs,
-                                                              "device": device_name}),
-            partial(_worker_resunet, segmentation_training, n_outputs, device_name), segmentation_model,
-        )
-        return ClusterProbabilities(mapper, model, segmentation_training, int(compute["tiles_per_task"]))
-    if isinstance(mapper, DaskMapper):
-        logger.warning("compute.backend is dask, but segmentation_training.model %s predicts on the driver "
-                       "(its frozen CLIP); only the ResUNet runs on the cluster", kind)
     if kind == CLIP_DECODER:
         params = segmentation_training[CLIP_DECODER]
         frozen = load_frozen_clip(text_prototype_kb, params, device)
@@ -370,8 +346,7 @@ def predict_scenes(
         sets_by_scene[scene["scene_id"]] = [scene_tiles[a:b] for a, b in task_spans(len(scene_tiles), batch_size, set_size)]
     if on_cluster:
         results_of = _ClusterSceneStream(
-            partial(_cluster_probability_sets, segmentation_model, segmentation_training, n_outputs, device,
-                    text_prototype_kb, compute),
+            partial(_cluster_probability_sets, segmentation_model, segmentation_training, n_outputs, device, compute),
             tiles, sets_by_scene,
         ).results_of
     else:
@@ -444,15 +419,20 @@ def _probability_blocks(
 
 
 def _cluster_probability_sets(
-    segmentation_model: dict, segmentation_training: dict, n_outputs: int, device: str,
-    text_prototype_kb: dict | None, compute: dict, stacks: Iterable[np.ndarray],
+    segmentation_model: dict, segmentation_training: dict, n_outputs: int, device: str, compute: dict,
+    stacks: Iterable[np.ndarray],
 ) -> Iterator[np.ndarray]:
-    """The ResUNet's probabilities of each tile stack on the Dask cluster, in order: the mapper (and the
-    weights it sent to the workers) lives until the last stack's result is taken."""
+    """The ResUNet's probabilities of each tile stack on the Dask cluster, in order (each worker builds it
+    once for `device`): the mapper (and the weights it sent to the workers) lives until the last stack's
+    result is taken."""
+    model = WorkerModel(
+        model_fingerprint("resunet", segmentation_model, {**segmentation_training, "n_outputs": n_outputs,
+                                                          "device": device}),
+        partial(_worker_resunet, segmentation_training, n_outputs, device), segmentation_model,
+    )
     with tile_mapper(compute) as mapper:
-        probabilities = tile_probabilities(segmentation_model, segmentation_training, n_outputs,
-                                           resolve_device(device), text_prototype_kb, mapper, compute, device)
-        yield from probabilities_of(probabilities, stacks)
+        cluster = ClusterProbabilities(mapper, model, segmentation_training, int(compute["tiles_per_task"]))
+        yield from cluster.map(stacks)
 
 
 def _class_blocks(probabilities: SceneRaster, n_classes: int) -> Iterator[tuple[TileWindow, np.ndarray]]:
