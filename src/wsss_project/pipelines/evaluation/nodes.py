@@ -384,10 +384,10 @@ def _class_reader(stored: Any, scene: dict[str, Any], n_classes: int) -> BlockRe
     return lambda window: decode_prediction(read(window), n_classes)
 
 
-def _probability_reader(stored: Any, scene: dict[str, Any], n_classes: int) -> BlockReader:
+def _probability_reader(stored: Any, scene: dict[str, Any], classes: list[str]) -> BlockReader:
     """(n_classes, h, w) windows of each class's stored probability (prediction_rasters owns the bands)."""
-    raster = as_scene_raster(stored)
-    expected = len(probability_band_names([""] * n_classes))
+    raster, n_classes = as_scene_raster(stored), len(classes)
+    expected = len(probability_band_names(classes))
     if raster.count != expected:
         raise UserInputError(
             f"`prediction_probabilities` of {scene['scene_id']} has {raster.count} band(s), expected {expected} "
@@ -425,7 +425,7 @@ def build_landslide_inventory(
         read_probabilities = None
         if prediction_probabilities:
             stored = load_partition(prediction_probabilities, scene.scene_id, "prediction_probabilities")
-            read_probabilities = _probability_reader(stored, scene._asdict(), n_classes)
+            read_probabilities = _probability_reader(stored, scene._asdict(), classes)
         stored = load_partition(predictions, scene.scene_id, "predictions")
         read_classes = _class_reader(stored, scene._asdict(), n_classes)
         components = scene_components(scene.scene_id, read_classes, read_probabilities, georef.height, georef.width,
